@@ -1,0 +1,88 @@
+"""CIFAR-10 from the official python pickle batches, read without torchvision's MD5 check.
+
+The batches are pickles; a restricted unpickler accepts only the numpy and builtin types the
+real files contain, so a planted file cannot run code.
+"""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from finetune.errors import UserError
+
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCH = "test_batch"
+META = "batches.meta"
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"CIFAR-10 file {path} is missing: data.root must be cifar-10-batches-py/")
+    try:
+        with path.open("rb") as handle:
+            return _BatchUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise UserError(f"{path} is not a CIFAR-10 python batch ({error})") from None
+
+
+def read_batch(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images as uint8 N x 32 x 32 x 3 (HWC) and labels as int64 N."""
+    batch = _unpickle(Path(root) / name)
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except (KeyError, ValueError) as error:
+        raise UserError(f"{Path(root) / name} is not a CIFAR-10 python batch ({error})") from None
+    return np.ascontiguousarray(images), labels
+
+
+def read_class_names(root: Path) -> list[str]:
+    meta = _unpickle(Path(root) / META)
+    return [name.decode("utf-8") for name in meta[b"label_names"]]
+
+
+def read_batches(root: Path, batches: list[str]) -> tuple[list[str], list[int], dict]:
+    """Items "<batch>:<row>", their labels, and the decoded images of each batch."""
+    items: list[str] = []
+    labels: list[int] = []
+    images: dict[str, np.ndarray] = {}
+    for name in batches:
+        images[name], batch_labels = read_batch(root, name)
+        items += [f"{name}:{row}" for row in range(len(batch_labels))]
+        labels += batch_labels.tolist()
+    return items, labels, images
+
+
+class CifarReader:
+    """Reads an item "<batch>:<row>" as an RGB image from batches decoded in memory."""
+
+    def __init__(self, root: Path, images: dict[str, np.ndarray]) -> None:
+        self.root = Path(root)
+        self.images = images
+
+    def __call__(self, item: str) -> Image.Image:
+        batch, row = item.rsplit(":", 1)
+        return Image.fromarray(self.images[batch][int(row)], mode="RGB")
+
+    def path(self, item: str) -> Path:
+        return self.root / item

@@ -1,0 +1,84 @@
+"""Stratified train/val/test splits and the manifest file that records them."""
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from finetune.errors import UserError
+from finetune.io import write_csv
+
+SPLITS = ("train", "val", "test")
+
+
+def as_count(size: float, total: int, name: str) -> int:
+    """A size given as a count (>= 1) or a fraction of `total` (< 1)."""
+    count = round(size * total) if size < 1 else int(size)
+    if count != size and size >= 1:
+        raise UserError(f"data.split.{name}={size} must be a whole count or a fraction below 1")
+    return count
+
+
+def stratified_split(
+    labels: Sequence[int], test: float, val: float, seed: int, splits: Sequence[str] = SPLITS
+) -> list[str]:
+    """Assign each item to train/val/test; per-class proportions are kept (scikit-learn)."""
+    labels = np.asarray(labels)
+    total = len(labels)
+    n_test, n_val = as_count(test, total, "test"), as_count(val, total, "val")
+    if n_test + n_val >= total:
+        raise UserError(
+            f"data.split asks for {n_test} test + {n_val} val images but there are only {total}:"
+            " lower data.split.test / data.split.val"
+        )
+    assigned = np.full(total, "train", dtype=object)
+    rest = np.arange(total)
+    for name, count in (("test", n_test), ("val", n_val)):
+        if count == 0:
+            continue
+        try:
+            rest, taken = train_test_split(
+                rest, test_size=count, stratify=labels[rest], random_state=seed
+            )
+        except ValueError as error:
+            raise UserError(f"cannot split {total} images into {name}={count}: {error}") from None
+        assigned[taken] = name
+    return assigned.tolist()
+
+
+def write_manifest(
+    path: Path,
+    items: Sequence[str],
+    labels: Sequence[int],
+    splits: Sequence[str],
+    class_names: Sequence[str],
+) -> Path:
+    rows = ((item, class_names[label], split) for item, label, split in zip(items, labels, splits))
+    return write_csv(path, ["path", "label", "split"], rows, overwrite=False)
+
+
+def read_manifest(path: Path, class_names: Sequence[str]) -> tuple[list[str], list[int], list[str]]:
+    """Items, labels (indices into class_names) and splits of a manifest written before."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"manifest {path} does not exist: pass the split.csv of an earlier run")
+    index = {name: i for i, name in enumerate(class_names)}
+    items, labels, splits = [], [], []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ["path", "label", "split"]:
+            raise UserError(f"{path} is not a split manifest (columns path,label,split)")
+        for row in reader:
+            if row["label"] not in index or row["split"] not in SPLITS:
+                raise UserError(
+                    f"{path}: row {row['path']!r} has label {row['label']!r} / split "
+                    f"{row['split']!r}, expected one of {list(class_names)} / {list(SPLITS)}"
+                )
+            items.append(row["path"])
+            labels.append(index[row["label"]])
+            splits.append(row["split"])
+    if len(set(items)) != len(items):
+        raise UserError(f"{path} lists some images twice: the splits must be disjoint")
+    return items, labels, splits

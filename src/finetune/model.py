@@ -1,0 +1,112 @@
+"""The LightningModule: ResNet18 + cross-entropy + per-split torchmetrics + optimizer config."""
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from finetune.metrics import ClassificationMetrics, flatten
+from finetune.network import build_network
+
+# validation dataloader index -> the name its metrics are logged under
+VAL_LOADERS = ("val", "train_eval")
+PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
+
+
+class ImageClassifier(L.LightningModule):
+    """Fine-tunes a ResNet18 and logs loss, accuracy, class-wise accuracy and AP per epoch.
+
+    Hyperparameters are plain containers, so Lightning checkpoints load with weights_only=True.
+    """
+
+    def __init__(
+        self,
+        class_names: list[str],
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        data: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.net = build_network(
+            len(class_names), model["weights"], model["head_seed"], model["freeze_backbone"]
+        )
+        if model.get("channels_last"):
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=model["label_smoothing"])
+        # keyed "<split>_metrics": a key "train" would clash with nn.Module.train
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_metrics": ClassificationMetrics(len(class_names))
+                for split in ("train", *VAL_LOADERS, "test")
+            }
+        )
+        if model.get("compile"):
+            self.net.compile()  # in place: state-dict keys keep their names
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.model.get("channels_last"):
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        self.metrics[f"{split}_metrics"].update(logits, labels, loss)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=batch[1].numel())
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, VAL_LOADERS[dataloader_idx])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).float()
+
+    def _log_epoch(self, splits: tuple[str, ...]) -> None:
+        for split in splits:
+            metrics = self.metrics[f"{split}_metrics"]
+            if not metrics.loss.update_called:
+                continue
+            for name, value in flatten(metrics.compute(), self.class_names, split).items():
+                self.log(name, value, prog_bar=name in PROGRESS_BAR, add_dataloader_idx=False)
+            metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(("train",))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(VAL_LOADERS)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(("test",))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = dict(self.hparams.optimizer)
+        name = opt.pop("name")
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if name == "sgd":
+            optimizer = torch.optim.SGD(params, **opt)
+        else:
+            opt["betas"] = tuple(opt["betas"])
+            optimizer = torch.optim.AdamW(params, **opt)
+        sched = dict(self.hparams.scheduler)
+        kind = sched.pop("name")
+        if kind == "none":
+            return {"optimizer": optimizer}
+        if kind == "cosine":
+            epochs = max(int(self.trainer.max_epochs or 1), 1)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, **sched)
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **sched)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,112 @@
+"""mode=train: fit, select the best epoch on the validation metric, test it, export it."""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from finetune.checkpoint import export_best_model
+from finetune.data.datamodule import MANIFEST, ImageDataModule
+from finetune.errors import UserError
+from finetune.io import write_json
+from finetune.model import ImageClassifier
+from finetune.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+BEST_MODEL = "best_model.pt"
+METRICS = "metrics.json"
+
+
+def resume_checkpoint(resume: str | None) -> Path | None:
+    """`resume` names a .ckpt file, or a run folder whose checkpoints/last.ckpt is used."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(f"resume={resume}: {path} does not exist (pass a .ckpt or a run folder)")
+    return path
+
+
+def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    resume = resume_checkpoint(cfg.resume)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if resume and not data_cfg["manifest"]:
+        earlier = resume.parent.parent / MANIFEST
+        data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
+    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
+    model = ImageClassifier(
+        class_names=datamodule.class_names,
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        data=data_cfg,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="epoch{epoch:03d}",
+        monitor=cfg.monitor,
+        mode=cfg.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="epoch")]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    logger = TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
+    trainer = build_trainer(cfg, run_dir, callbacks, logger)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    if not best:
+        raise UserError("training saved no checkpoint: is trainer.max_epochs >= 1?")
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    val = _monitored(trainer.callback_metrics, "val/") | _monitored(
+        trainer.callback_metrics, "train_eval/"
+    )
+    test: dict[str, float] = {}
+    if len(datamodule.datasets["test"]):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        test = _monitored(trainer.callback_metrics, "test/")
+    results = {
+        "monitor": {
+            "name": cfg.monitor,
+            "mode": cfg.monitor_mode,
+            "value": float(checkpoint.best_model_score),
+        },
+        "best_checkpoint": str(best),
+        "best_epoch": int(Path(best).stem.removeprefix("epoch")) if "epoch" in best else None,
+        "epochs_run": trainer.current_epoch,
+        "skipped_images": len(datamodule.skipped),
+        "val": val,
+        "test": test,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    if trainer.is_global_zero:
+        export_best_model(best, run_dir / BEST_MODEL, results, datamodule.manifest_path)
+        write_json(run_dir / METRICS, results)
+        log.info(
+            "best %s=%.4f (epoch %s); val acc_mean=%.4f; wrote %s",
+            cfg.monitor,
+            results["monitor"]["value"],
+            results["best_epoch"],
+            val.get("val/acc_mean", float("nan")),
+            run_dir / BEST_MODEL,
+        )
+    return results
