@@ -84,7 +84,9 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         raise UserError(f"ckpt={path} does not exist: pass the best_model.pt of a training run")
     payload = _torch_load(path)
     if not isinstance(payload, dict):
-        raise UserError(f"ckpt={path} is not a finetune checkpoint (found {type(payload).__name__})")
+        raise UserError(
+            f"ckpt={path} is not a finetune checkpoint (found {type(payload).__name__})"
+        )
     if payload.get("format") == FORMAT:
         class_names, data = payload["class_names"], payload["data"]
         state = payload["state_dict"]
@@ -109,6 +111,8 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
-        raise UserError(f"ckpt={path} does not fit a {ARCH}: {str(error).splitlines()[0]}") from None
+        raise UserError(
+            f"ckpt={path} does not fit a {ARCH}: {str(error).splitlines()[0]}"
+        ) from None
     net.eval()
     return LoadedModel(net, list(class_names), dict(data), manifest, path, dict(metrics))

@@ -69,9 +69,8 @@ def flatten(values: dict[str, torch.Tensor], class_names: Sequence[str], prefix:
     for key, value in values.items():
         if key in ("acc_class", "ap_class"):
             short = key.removesuffix("_class")
-            flat.update(
-                {f"{prefix}/{short}/{name}": float(v) for name, v in zip(class_names, value)}
-            )
+            for name, per_class in zip(class_names, value, strict=True):
+                flat[f"{prefix}/{short}/{name}"] = float(per_class)
         else:
             flat[f"{prefix}/{key}"] = float(value)
     return flat

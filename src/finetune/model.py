@@ -79,7 +79,13 @@ class ImageClassifier(L.LightningModule):
             if not metrics.loss.update_called:
                 continue
             for name, value in flatten(metrics.compute(), self.class_names, split).items():
-                self.log(name, value, prog_bar=name in PROGRESS_BAR, add_dataloader_idx=False)
+                self.log(
+                    name,
+                    value,
+                    prog_bar=name in PROGRESS_BAR,
+                    add_dataloader_idx=False,
+                    sync_dist=True,  # already synced by torchmetrics: a mean of equal values
+                )
             metrics.reset()
 
     def on_train_epoch_end(self) -> None:
@@ -109,4 +115,7 @@ class ImageClassifier(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, **sched)
         else:
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **sched)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -42,8 +42,9 @@ def pretrained_state_dict(weights: str) -> dict[str, torch.Tensor] | None:
         path = imagenet_weights_file()
         if not path.is_file():
             raise UserError(
-                f"ImageNet weights not found at {path}: download {ResNet18_Weights.IMAGENET1K_V1.url}"
-                f" to that path (or set TORCH_HOME), or train from scratch with model.weights=none"
+                f"ImageNet weights not found at {path}: download "
+                f"{ResNet18_Weights.IMAGENET1K_V1.url} to that path (or set TORCH_HOME), "
+                "or train from scratch with model.weights=none"
             )
         return load_state_dict_file(path)
     return load_state_dict_file(Path(os.path.expanduser(weights)))

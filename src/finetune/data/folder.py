@@ -29,9 +29,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     for label, folder in enumerate(folders):
         images = list_images(folder)
         if not images:
-            raise UserError(
-                f"class folder {folder} holds no images: remove it or add images to it"
-            )
+            raise UserError(f"class folder {folder} holds no images: remove it or add images to it")
         items += [image.relative_to(root).as_posix() for image in images]
         labels += [label] * len(images)
     return [folder.name for folder in folders], items, labels

@@ -56,7 +56,9 @@ def _unreadable(path: Path) -> str | None:
             image.load()
         return None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        return f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        return (
+            f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        )
 
 
 def find_unreadable(paths: Sequence[Path], threads: int = 8) -> list[str]:

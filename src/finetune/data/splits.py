@@ -55,7 +55,7 @@ def write_manifest(
     splits: Sequence[str],
     class_names: Sequence[str],
 ) -> Path:
-    rows = ((item, class_names[label], split) for item, label, split in zip(items, labels, splits))
+    rows = zip(items, (class_names[label] for label in labels), splits, strict=True)
     return write_csv(path, ["path", "label", "split"], rows, overwrite=False)
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.callbacks import BestCheckpoint, LastCheckpoint
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule
 from finetune.errors import UserError
@@ -57,33 +58,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         data=data_cfg,
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="epoch{epoch:03d}",
-        monitor=cfg.monitor,
-        mode=cfg.monitor_mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="epoch")]
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
+    checkpoint = BestCheckpoint(run_dir / "checkpoints", cfg.monitor, cfg.monitor_mode)
+    progress = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    callbacks = [
+        checkpoint,
+        LastCheckpoint(run_dir / "checkpoints"),
+        LearningRateMonitor(logging_interval="epoch"),
+        *progress,
+    ]
     logger = TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
     trainer = build_trainer(cfg, run_dir, callbacks, logger)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = checkpoint.best_model_path
     if not best:
-        raise UserError("training saved no checkpoint: is trainer.max_epochs >= 1?")
-    trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    val = _monitored(trainer.callback_metrics, "val/") | _monitored(
-        trainer.callback_metrics, "train_eval/"
+        raise UserError(
+            f"no checkpoint was selected: is trainer.max_epochs >= 1 and is monitor={cfg.monitor}"
+            " logged every epoch?"
+        )
+    # The selected epoch, measured again: full val (and test) figures of exactly these weights.
+    # A trainer without logger, so that the TensorBoard curves keep one point per epoch.
+    judge = build_trainer(cfg, run_dir, callbacks=progress, logger=False)
+    judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    val = _monitored(judge.callback_metrics, "val/") | _monitored(
+        judge.callback_metrics, "train_eval/"
     )
     test: dict[str, float] = {}
     if len(datamodule.datasets["test"]):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        test = _monitored(trainer.callback_metrics, "test/")
+        judge.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        test = _monitored(judge.callback_metrics, "test/")
     results = {
         "monitor": {
             "name": cfg.monitor,

@@ -1,0 +1,52 @@
+# finetune — every target runs inside .venv (made by `make install`).
+# Pass Hydra overrides with ARGS, e.g.  make train ARGS="data.root=/data/scenes trainer=gpu"
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?= $(lastword $(sort $(wildcard outputs/train/*/*)))
+CKPT   ?= $(RUN)/best_model.pt
+ARGS   ?=
+
+.PHONY: help install demo train eval analyze test bench tensorboard lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package (editable) with the dev tools
+
+demo: $(STAMP)  ## train on the embedded demo data (offline, ~1 min on 2 CPU cores), then evaluate
+	$(PY) -m finetune experiment=demo $(ARGS)
+	$(MAKE) --no-print-directory eval ARGS="$(ARGS)"
+
+train: $(STAMP)  ## train: make train ARGS="data.root=/path/to/scenes trainer=gpu"
+	$(PY) -m finetune mode=train $(ARGS)
+
+eval: $(STAMP)  ## evaluate the newest run's best_model.pt (or CKPT=...)
+	$(PY) -m finetune mode=eval ckpt=$(CKPT) $(ARGS)
+
+analyze: $(STAMP)  ## feature-map statistics of the newest run's model (or CKPT=...)
+	$(PY) -m finetune mode=analyze ckpt=$(CKPT) $(ARGS)
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)  ## measure loader, training, evaluation and start-up speed -> benchmarks/results.json
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+tensorboard: $(STAMP)  ## TensorBoard on all runs in outputs/
+	$(VENV)/bin/tensorboard --logdir outputs
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:  ## remove caches and build files (keeps .venv and outputs/)
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,178 @@
+"""Small data in the real formats, a stand-in for the ImageNet weights, and a CLI runner."""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE_CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+# Tiny images and crops keep every CLI test to seconds on two CPU cores.
+TINY = [
+    "data.image_size=32",
+    "data.resize_size=32",
+    "data.loader.num_workers=0",
+    "data.loader.batch_size=8",
+    "data.loader.eval_batch_size=16",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def class_colour_image(label: int, rng: np.random.Generator, side: int = 40) -> Image.Image:
+    """A noisy image whose mean colour depends on the class: learnable in a few steps."""
+    base = np.array([(label * 40) % 256, (255 - label * 40) % 256, (label * 90) % 256])
+    pixels = np.clip(base + rng.normal(0, 30, size=(side, side, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def make_scene_folder(root: Path, per_class: int = 10, classes=SCENE_CLASSES, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            class_colour_image(label, rng).save(folder / f"img_{i:03d}.jpg", quality=90)
+    return root
+
+
+def write_cifar_batches(root: Path, per_batch: int = 12, seed: int = 0) -> dict[str, tuple]:
+    """The official layout: data_batch_1..5, test_batch, batches.meta (bytes keys, N x 3072)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [int(i % 10) for i in range(per_batch)]
+        with (root / name).open("wb") as handle:
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [f"{i}.png".encode() for i in range(per_batch)],
+                },
+                handle,
+            )
+        written[name] = (data, labels)
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
+    with (root / "batches.meta").open("wb") as handle:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, handle)
+    return written
+
+
+def make_imagenet_folder(root: Path, count: int = 6, seed: int = 0) -> Path:
+    """ILSVRC-style names; one grayscale and one CMYK JPEG, as in the real validation set."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = class_colour_image(i % 6, rng, side=48)
+        if i == 0:
+            image = image.convert("L")
+        elif i == 1:
+            image = image.convert("CMYK")
+        image.save(root / f"ILSVRC2012_val_{i + 1:08d}.JPEG", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def scene_root(tmp_path_factory) -> Path:
+    return make_scene_folder(tmp_path_factory.mktemp("scenes"))
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
+    write_cifar_batches(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory) -> Path:
+    return make_imagenet_folder(tmp_path_factory.mktemp("imagenet_val"))
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory) -> Path:
+    """A temp TORCH_HOME holding a random ResNet18 state dict under the real cache file name."""
+    import torch
+    from torchvision.models import resnet18
+
+    home = tmp_path_factory.mktemp("torch_home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), checkpoints / "resnet18-f37072fd.pth")
+    return home
+
+
+def cli_env(torch_home: Path | None = None, cache: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TORCH_HOME"] = str(torch_home) if torch_home else "/nonexistent-torch-home"
+    if cache:
+        env["FINETUNE_CACHE"] = str(cache)
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(
+    *overrides: str, cwd: Path, torch_home: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m finetune OVERRIDES` the way a user runs it, from `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "finetune", *overrides],
+        cwd=cwd,
+        env=cli_env(torch_home, cwd / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Non-zero exit, no traceback, and one `error:` line that names the problem."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, scene_root) -> Path:
+    """One short training run on the tiny scene folder, shared by eval/analyze tests."""
+    cwd = tmp_path_factory.mktemp("trained")
+    run_dir = cwd / "run"
+    result = run_cli(
+        "mode=train",
+        f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
+        "model.weights=none",
+        "trainer.max_epochs=2",
+        "optimizer.lr=0.05",
+        "train_eval_images=8",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

@@ -1,0 +1,281 @@
+"""mode=train the way a user runs it: the run folder, TensorBoard tags, model selection,
+ImageNet weights from the cache, the LR sweep, DDP and resuming."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, assert_one_line_error, cli_env, run_cli
+
+SCENE = ["data.split.test=12", "data.split.val=12", "model.weights=none", "optimizer.lr=0.05"]
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every scalar tag in the run's TensorBoard files, read back by TensorBoard itself."""
+    values: dict[str, list[float]] = {}
+    for events in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            values.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+    return values
+
+
+def net_state(path: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "format" in payload:
+        return payload["state_dict"]
+    return {
+        k.removeprefix("net."): v for k, v in payload["state_dict"].items() if k.startswith("net.")
+    }
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_holds_everything(trained_run):
+    for name in (
+        "best_model.pt",
+        "metrics.json",
+        "split.csv",
+        ".hydra/config.yaml",
+        "checkpoints/last.ckpt",
+    ):
+        assert (trained_run / name).is_file(), name
+    payload = torch.load(trained_run / "best_model.pt", weights_only=True)
+    assert payload["class_names"] == ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+    assert payload["data"]["image_size"] == 32 and payload["arch"] == "resnet18"
+    assert Path(payload["manifest"]) == (trained_run / "split.csv").resolve()
+    assert payload["state_dict"]["fc.weight"].shape == (6, 512)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert set(metrics["val"]) >= {"val/acc_mean", "val/map", "val/acc/sea", "val/ap/forest"}
+    assert set(metrics["test"]) >= {"test/acc_mean", "test/map", "test/acc", "test/ap/street"}
+    tags = scalars(trained_run)
+    for split in ("train", "val", "train_eval"):
+        for name in ("loss", "acc", "acc_mean", "map", "acc/glacier", "ap/mountain"):
+            assert len(tags[f"{split}/{name}"]) >= 2, f"{split}/{name}"  # one per epoch
+    assert any(tag.startswith("lr-") for tag in tags)
+    assert "hp_metric" not in tags
+    # the exported figures are the ones TensorBoard saw at the best epoch
+    best = metrics["best_epoch"]
+    assert metrics["monitor"]["value"] == pytest.approx(tags["val/map"][best], abs=1e-6)
+
+
+def test_best_epoch_is_exported_not_the_last(tmp_path, scene_root):
+    """A seeded run whose val/loss is lowest at the middle epoch: that epoch is exported."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "mode=train",
+        f"data.root={scene_root}",
+        *SCENE,
+        "optimizer.lr=0.002",
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "monitor=val/loss",
+        "monitor_mode=min",
+        "train_eval_images=0",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = scalars(run_dir)["val/loss"]
+    assert len(losses) == 3  # one point per epoch
+    lowest = min(range(3), key=lambda epoch: losses[epoch])
+    assert lowest != 2, f"construction failed: the last epoch is the best ({losses})"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == lowest
+    assert metrics["val"]["val/loss"] == pytest.approx(losses[lowest], rel=1e-5)
+    best = net_state(run_dir / "best_model.pt")
+    assert same_weights(best, net_state(run_dir / "checkpoints" / f"epoch{lowest:03d}.ckpt"))
+    assert not same_weights(best, net_state(run_dir / "checkpoints" / "last.ckpt"))
+
+
+def test_imagenet_weights_come_from_the_torch_cache(torch_home, monkeypatch):
+    from finetune.network import build_network
+
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    planted = torch.load(torch_home / "hub/checkpoints/resnet18-f37072fd.pth", weights_only=True)
+    net = build_network(6, "imagenet", head_seed=3)
+    state = net.state_dict()
+    assert torch.equal(state["layer3.0.conv1.weight"], planted["layer3.0.conv1.weight"])
+    assert state["fc.weight"].shape == (6, 512)
+    assert torch.equal(state["fc.weight"], build_network(6, "none", head_seed=3).fc.weight)
+    frozen = build_network(6, "imagenet", freeze_backbone=True)
+    trainable = [n for n, p in frozen.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"]
+
+
+def test_missing_imagenet_weights_is_one_line(tmp_path, scene_root):
+    result = run_cli("mode=train", f"data.root={scene_root}", *TINY, cwd=tmp_path)
+    assert_one_line_error(result, "resnet18-f37072fd.pth", "model.weights=none")
+
+
+def test_sweep_ranks_runs_and_copies_the_winner(tmp_path, scene_root, torch_home):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "optimizer.lr=0.05,0.00001",
+        f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
+        "model.weights=imagenet",
+        "trainer.max_epochs=1",
+        "train_eval_images=0",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY,
+        cwd=tmp_path,
+        torch_home=torch_home,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = {
+        run: json.loads((sweep_dir / run / "metrics.json").read_text())["monitor"]["value"]
+        for run in ("0", "1")
+    }
+    winner = max(values, key=values.get)
+    summary = (sweep_dir / "sweep_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("rank,run,overrides,monitor,value")
+    assert summary[1].startswith(f"1,{winner},")
+    assert "optimizer.lr" in (sweep_dir / "sweep_summary.md").read_text()
+    assert (sweep_dir / "best_model.pt").read_bytes() == (
+        sweep_dir / winner / "best_model.pt"
+    ).read_bytes()
+
+
+def test_ddp_validation_equals_single_process(tmp_path, scene_root):
+    """Two CPU processes (gloo) report exactly the single-process metrics: no padded duplicates."""
+    import lightning as L
+
+    from finetune.data.datamodule import ImageDataModule
+    from finetune.model import ImageClassifier
+
+    data = {
+        "kind": "folder",
+        "root": str(scene_root),
+        "manifest": None,
+        "split": {"test": 6, "val": 13, "seed": 0},
+        "bad_images": "skip",
+        "image_size": 32,
+        "resize_size": 32,
+        "train_crop_scale": [0.5, 1.0],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "loader": {
+            "batch_size": 4,
+            "eval_batch_size": 4,
+            "num_workers": 0,
+            "pin_memory": False,
+            "persistent_workers": False,
+            "prefetch_factor": 2,
+        },
+    }
+    model_cfg = {
+        "weights": "none",
+        "head_seed": 0,
+        "freeze_backbone": False,
+        "label_smoothing": 0.0,
+        "channels_last": False,
+        "compile": False,
+    }
+    results = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_fork")):
+        torch.manual_seed(0)
+        model = ImageClassifier(
+            [f"c{i}" for i in range(6)],
+            model_cfg,
+            {"name": "sgd", "lr": 0.1},
+            {"name": "none"},
+            data,
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=devices,
+            strategy=strategy,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+        )
+        trainer.validate(model, datamodule=ImageDataModule(data, seed=0), verbose=False)
+        results[devices] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert results[1].keys() == results[2].keys() and "val/ap/c5" in results[1]
+    for key, value in results[1].items():
+        assert results[2][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+def test_ddp_cli_run_on_cpu(tmp_path, scene_root):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "mode=train",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        f"data.root={scene_root}",
+        *SCENE,
+        "trainer.max_epochs=1",
+        "train_eval_images=0",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "best_model.pt").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["test/acc"] <= 1
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root):
+    """SIGKILL after the first epoch's checkpoint, resume: weights and metrics equal a run
+    that was never interrupted (deterministic mode, same seed)."""
+    common = [
+        "mode=train",
+        f"data.root={scene_root}",
+        *SCENE,
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "train_eval_images=0",
+        *TINY,
+    ]
+    whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetune", *common, f"hydra.run.dir={killed_dir}"],
+        cwd=tmp_path,
+        env=cli_env(None, tmp_path / "cache"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    first = killed_dir / "checkpoints" / "epoch000.ckpt"
+    deadline = time.time() + 240
+    while not (first.is_file() and (killed_dir / "checkpoints" / "last.ckpt").is_file()):
+        assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "metrics.json").exists()
+
+    resumed_dir = tmp_path / "resumed"
+    resumed = run_cli(*common, f"resume={killed_dir}", f"hydra.run.dir={resumed_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (resumed_dir / "split.csv").read_text() == (tmp_path / "whole" / "split.csv").read_text()
+    assert same_weights(
+        net_state(tmp_path / "whole" / "checkpoints" / "last.ckpt"),
+        net_state(resumed_dir / "checkpoints" / "last.ckpt"),
+    )
+    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    got = json.loads((resumed_dir / "metrics.json").read_text())
+    assert got["val"] == expected["val"] and got["test"] == expected["test"]
