@@ -4,17 +4,15 @@ Heavy libraries (torch, lightning) are imported by the tasks, after composition,
 `python -m finetune --help` and `--cfg job` answer at once.
 """
 
-import logging
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from finetune.choices import unknown_choice
 from finetune.errors import UserError
 from finetune.tasks import run_task
-
-log = logging.getLogger("finetune")
 
 
 def _config_dir() -> str:
@@ -24,14 +22,25 @@ def _config_dir() -> str:
     return str(packaged if (packaged / "config.yaml").is_file() else repo)
 
 
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     try:
         run_task(cfg)
     except UserError as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(error))
+
+
+def main() -> None:
+    """`python -m finetune [overrides]` and the `finetune` console script."""
+    typo = unknown_choice(sys.argv[1:], Path(_config_dir()))
+    if typo:
+        _fail(typo)
+    _run()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Values Hydra cannot check by type: refused before any work starts, with the fix in one line."""
 
-from omegaconf import DictConfig
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
@@ -15,6 +17,13 @@ def _is_number(value: object) -> bool:
 
 
 def validate_config(cfg: DictConfig) -> None:
+    modes = ("train", "eval", "analyze", "predict")
+    _require(cfg.mode in modes, f"unknown mode={cfg.mode!r}: choose one of {', '.join(modes)}")
+    if cfg.mode == "train" and OmegaConf.is_missing(cfg.data, "root"):
+        raise UserError(
+            "data.root is not set: add data.root=/path/to/class/folders to the command "
+            "(or try the embedded demo: experiment=demo)"
+        )
     loader = cfg.data.loader
     for key in ("batch_size", "eval_batch_size"):
         value = loader[key]
@@ -58,6 +67,9 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("test", "val"):
         value = cfg.data.split[key]
         _require(
-            _is_number(value) and value >= 0,
-            f"data.split.{key}={value!r} must be a count >= 0 or a fraction in [0, 1)",
+            _is_number(value) and value >= 0 and (value < 1 or float(value).is_integer()),
+            f"data.split.{key}={value!r} must be a whole count >= 1, or a fraction in [0, 1)",
         )
+    if cfg.mode == "train" and cfg.data.kind != "demo":
+        root = Path(cfg.data.root).expanduser()
+        _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")

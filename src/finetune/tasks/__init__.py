@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from finetune.errors import UserError
+from finetune.validate import validate_config
 
 TASKS = {
     "train": "finetune.tasks.train:train",
@@ -32,14 +33,11 @@ def _single_console() -> None:
 
 def run_task(cfg: DictConfig) -> dict:
     """Check the config, then run the task it names, turning library errors into one line."""
+    validate_config(cfg)
     task = _task(cfg.mode)
     _single_console()
     try:
-        from finetune.validate import validate_config
-
-        validate_config(cfg)
         return task(cfg)
     except MissingMandatoryValue as error:
         key = getattr(error, "full_key", None) or str(error)
-        hint = " (the folder of class sub-folders)" if key == "data.root" else ""
-        raise UserError(f"{key} is not set: add {key}=...{hint} to the command") from None
+        raise UserError(f"{key} is not set: add {key}=... to the command") from None
