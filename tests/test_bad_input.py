@@ -105,6 +105,8 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
     result = run_cli(
         "mode=train",
         f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
         f"hydra.run.dir={trained_run}",
         *QUICK,
         cwd=tmp_path,
