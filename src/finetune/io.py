@@ -10,6 +10,9 @@ from typing import Any
 
 from finetune.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then move it into place.
@@ -22,6 +25,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = Fa
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         write(tmp)
         if overwrite:
