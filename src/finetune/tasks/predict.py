@@ -1,0 +1,97 @@
+"""mode=predict: class scores for new images (a file, or a folder searched recursively).
+
+Hidden files and files without an image suffix are ignored silently; image files that do not
+decode are skipped with one warning naming them. Rows follow sorted relative paths.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.datasets import ImageDataset
+from finetune.data.folder import FolderReader
+from finetune.data.images import IMAGE_SUFFIXES, find_unreadable, is_image_name
+from finetune.data.transforms import eval_transform
+from finetune.errors import UserError
+from finetune.io import write_csv
+from finetune.tasks.evaluate import (
+    PREDICTIONS_CSV,
+    TRANSFORM_KEYS,
+    require_checkpoint,
+    softmax_scores,
+)
+
+log = logging.getLogger(__name__)
+
+
+def input_images(path: Path) -> tuple[Path, list[str]]:
+    """A root folder and the image files under it (relative POSIX paths, sorted)."""
+    if path.is_file():
+        if not is_image_name(path):
+            raise UserError(
+                f"input={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        return path.parent, [path.name]
+    if not path.is_dir():
+        raise UserError(f"input={path} does not exist: pass an image file or a folder of images")
+    items = sorted(
+        file.relative_to(path).as_posix()
+        for file in path.rglob("*")
+        if file.is_file()
+        and is_image_name(file)
+        and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    )
+    return path, items
+
+
+def _failed(problems: list[str], root: Path, items: list[str]) -> set[str]:
+    """The items that `find_unreadable` described: each description starts with "<path> ("
+    (the longest matching path wins, so "a.jpg (1).jpg" is not taken for "a.jpg")."""
+    failed = set()
+    for problem in problems:
+        matches = [item for item in items if problem.startswith(f"{root / item} (")]
+        failed.add(max(matches, key=len))
+    return failed
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not cfg.input:
+        raise UserError("input is not set: add input=<image file or folder of images>")
+    loaded = require_checkpoint(cfg)
+    root, items = input_images(Path(str(cfg.input)).expanduser().resolve())
+    problems = find_unreadable([root / item for item in items])
+    if problems:
+        log.warning(
+            "skipping %d file(s) that do not decode as images: %s",
+            len(problems),
+            "; ".join(problems),
+        )
+        failed = _failed(problems, root, items)
+        items = [item for item in items if item not in failed]
+    if not items:
+        raise UserError(f"input={cfg.input} holds no readable image files")
+
+    transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
+    dataset = ImageDataset(FolderReader(root), items, [-1] * len(items), transform)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)  # for the loader settings
+    loader = ImageDataModule(data_cfg, cfg.seed).eval_loader(dataset)
+    scores, seconds = softmax_scores(cfg, run_dir, loaded.net, loader)
+    predictions = scores.argmax(dim=1).tolist()
+    names = loaded.class_names
+    path = write_csv(
+        run_dir / PREDICTIONS_CSV,
+        ["file", "predicted", *(f"score_{name}" for name in names)],
+        (
+            [str(root / item), names[pred], *(f"{s:.6f}" for s in row)]
+            for item, pred, row in zip(items, predictions, scores.tolist(), strict=True)
+        ),
+    )
+    log.info(
+        "predicted %d image(s) (%.1f images/s); wrote %s", len(items), len(items) / seconds, path
+    )
+    return {"n": len(items), "skipped": problems, "predictions_csv": str(path)}

@@ -1,0 +1,326 @@
+"""mode=eval: metrics against scikit-learn, rankings and figures, the reproduction check,
+deterministic scores, and the checkpoints and data it must refuse."""
+
+import csv
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf.errors import MissingMandatoryValue
+from sklearn.metrics import accuracy_score, average_precision_score, recall_score
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from finetune.checkpoint import load_checkpoint
+from finetune.data.images import load_rgb
+from finetune.data.transforms import eval_transform
+from finetune.errors import UserError
+from finetune.network import build_network
+from finetune.reports.eval_figures import rank_by_class
+from finetune.tasks.evaluate import (
+    TRANSFORM_KEYS,
+    compare_with_reference,
+    eval_data_config,
+    load_reference,
+    names_data,
+    override_keys,
+)
+
+from conftest import REPO, SCENE_CLASSES, assert_one_line_error, run_cli
+
+EVAL = [
+    "mode=eval",
+    "data.loader.num_workers=0",
+    "data.loader.eval_batch_size=16",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def make_soft_checkpoint(trained_run: Path, folder: Path) -> Path:
+    """trained_run's best_model.pt (same classes, transform, manifest) with untrained weights.
+
+    The tiny training run saturates its softmax (one-hot rows, all alike), which would hide a
+    wrong row order or a wrong AP; an untrained ResNet18 gives distinct, soft scores.
+    """
+    payload = torch.load(trained_run / "best_model.pt", weights_only=True)
+    payload["state_dict"] = build_network(len(payload["class_names"]), head_seed=7).state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, folder / "best_model.pt")
+    return folder / "best_model.pt"
+
+
+def evaluate_cli(ckpt: Path, cwd: Path, *overrides: str, name: str = "eval"):
+    return run_cli(*EVAL, f"ckpt={ckpt}", f"hydra.run.dir={cwd / name}", *overrides, cwd=cwd)
+
+
+def direct_scores(ckpt: Path, root: Path, paths: list[str]) -> torch.Tensor:
+    """Softmax scores of images computed here with plain torch (no Lightning, no data module)."""
+    loaded = load_checkpoint(ckpt)
+    transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
+    with torch.no_grad():
+        batch = torch.stack([transform(load_rgb(root / path)) for path in paths])
+        return loaded.net(batch).softmax(dim=1)
+
+
+@pytest.fixture(scope="module")
+def original_eval(trained_run, scene_root, tmp_path_factory):
+    """The trained checkpoint evaluated on its own test split, checked against a reference
+    that differs in one score: the run must fail, yet leave every output behind."""
+    cwd = tmp_path_factory.mktemp("eval_original")
+    reference = direct_scores(
+        trained_run / "best_model.pt", scene_root, manifest_test_split(trained_run)[0]
+    )
+    reference[3, 1] += 1e-3
+    torch.save(reference, cwd / "perturbed.pt")
+    result = evaluate_cli(trained_run / "best_model.pt", cwd, f"reference={cwd / 'perturbed.pt'}")
+    return cwd / "eval", result
+
+
+@pytest.fixture(scope="module")
+def soft_ckpt(trained_run, tmp_path_factory) -> Path:
+    return make_soft_checkpoint(trained_run, tmp_path_factory.mktemp("soft"))
+
+
+@pytest.fixture(scope="module")
+def soft_eval(soft_ckpt, tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("eval_soft")
+    result = evaluate_cli(soft_ckpt, cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "eval"
+
+
+def manifest_test_split(trained_run: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Paths, labels and class names of the test split, read straight from split.csv."""
+    with (trained_run / "split.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    labels = np.array([SCENE_CLASSES.index(row["label"]) for row in rows])
+    return [row["path"] for row in rows], labels, SCENE_CLASSES
+
+
+@pytest.mark.parametrize("which", ["original_eval", "soft_eval"])
+def test_metrics_equal_scikit_learn(which, request, trained_run):
+    run = request.getfixturevalue(which)
+    run = run[0] if which == "original_eval" else run
+    predictions = torch.load(run / "predictions.pt", weights_only=True)
+    scores = torch.load(run / "softmax_scores.pt", weights_only=True)
+    _, labels, classes = manifest_test_split(trained_run)
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    assert predictions.dtype == torch.int64 and scores.dtype == torch.float32
+    assert scores.shape == (len(labels), len(classes)) and metrics["n"] == len(labels)
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(len(labels)))
+    assert torch.equal(predictions, scores.argmax(dim=1))
+    s, p = scores.numpy().astype(np.float64), predictions.numpy()
+    recall = recall_score(labels, p, average=None, labels=range(len(classes)))
+    ap = [average_precision_score(labels == c, s[:, c]) for c in range(len(classes))]
+    assert metrics["class_names"] == classes
+    assert [metrics["acc_class"][c] for c in classes] == pytest.approx(recall, abs=1e-6)
+    assert [metrics["ap_class"][c] for c in classes] == pytest.approx(ap, abs=1e-6)
+    assert metrics["acc"] == pytest.approx(accuracy_score(labels, p), abs=1e-6)
+    assert metrics["acc_mean"] == pytest.approx(np.mean(recall), abs=1e-6)
+    assert metrics["map"] == pytest.approx(np.mean(ap), abs=1e-6)
+
+
+def test_eval_reproduces_the_test_metrics_of_training(original_eval, trained_run):
+    """Same manifest, same transform: the numbers training reported for its test split."""
+    trained = json.loads((trained_run / "metrics.json").read_text())["test"]
+    metrics = json.loads((original_eval[0] / "metrics.json").read_text())
+    assert metrics["data"]["manifest"] == str((trained_run / "split.csv").resolve())
+    for key in ("acc", "acc_mean", "map"):
+        assert metrics[key] == pytest.approx(trained[f"test/{key}"], abs=1e-6)
+    for name in metrics["class_names"]:
+        assert metrics["ap_class"][name] == pytest.approx(trained[f"test/ap/{name}"], abs=1e-6)
+
+
+def test_predictions_csv_follows_the_manifest(soft_eval, trained_run):
+    paths, labels, classes = manifest_test_split(trained_run)
+    scores = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)
+    with (soft_eval / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["path"] for row in rows] == paths
+    assert [row["label"] for row in rows] == [classes[label] for label in labels]
+    csv_scores = np.array([[float(row[f"score_{c}"]) for c in classes] for row in rows])
+    np.testing.assert_allclose(csv_scores, scores.numpy(), atol=1e-6)
+    assert [row["predicted"] for row in rows] == [classes[i] for i in scores.argmax(1)]
+    report = (soft_eval / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in classes)
+
+
+@pytest.mark.parametrize("which", ["original_eval", "soft_eval"])
+def test_ranking_is_an_argsort_of_the_saved_scores(which, request):
+    run = request.getfixturevalue(which)
+    run = run[0] if which == "original_eval" else run
+    scores = torch.load(run / "softmax_scores.pt", weights_only=True)
+    top, bottom = rank_by_class(scores, k=10)
+    s = scores.numpy()
+    for c in range(s.shape[1]):
+        assert top[c].tolist() == np.argsort(-s[:, c], kind="stable")[:10].tolist()
+        assert bottom[c].tolist() == np.argsort(s[:, c], kind="stable")[:10].tolist()
+
+
+def test_ranking_of_fewer_images_than_k():
+    scores = torch.tensor([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]])
+    top, bottom = rank_by_class(scores, k=10)
+    assert top.tolist() == [[1, 2, 0], [0, 2, 1]]
+    assert bottom.tolist() == [[0, 2, 1], [1, 2, 0]]
+
+
+def test_figures_png_and_tensorboard(original_eval):
+    original_eval = original_eval[0]
+    classes = json.loads((original_eval / "metrics.json").read_text())["class_names"]
+    figures = original_eval / "figures"
+    ranked = sorted(figures.glob("ranked_*.png"))
+    assert len(ranked) == len(classes)
+    assert all(any(path.stem.endswith(name) for path in ranked) for name in classes)
+    for name in ("confusion_matrix", "pr_curves", "training_curves"):
+        assert (figures / f"{name}.png").stat().st_size > 1000
+    accumulator = EventAccumulator(str(original_eval / "tensorboard"))
+    accumulator.Reload()
+    images = set(accumulator.Tags()["images"])
+    assert {f"eval/test/ranked/{name}" for name in classes} <= images
+    assert {"eval/test/confusion_matrix", "eval/test/pr_curves", "eval/training_curves"} <= images
+
+
+def test_reproduction_passes_and_scores_are_bit_identical(soft_eval, soft_ckpt, tmp_path):
+    reference = soft_eval / "softmax_scores.pt"
+    result = evaluate_cli(soft_ckpt, tmp_path, f"reference={reference}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max |difference| 0" in result.stdout + result.stderr
+    fresh = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)
+    assert torch.equal(fresh, torch.load(reference, weights_only=True))
+    check = json.loads((tmp_path / "eval" / "reproduction.json").read_text())
+    assert check["passed"] and check["max_abs_diff"] == 0.0 and check["rows_differ"] == 0
+
+
+def test_reproduction_fails_on_a_perturbed_file_and_keeps_the_outputs(original_eval):
+    run, result = original_eval
+    line = assert_one_line_error(result, "reproduction failed", "1 of 12 rows", "tolerance")
+    assert result.returncode == 2, line
+    for name in (
+        "softmax_scores.pt",
+        "predictions.pt",
+        "predictions.csv",
+        "metrics.json",
+        "report.md",
+        "figures/confusion_matrix.png",
+    ):
+        assert (run / name).is_file(), name
+    check = json.loads((run / "reproduction.json").read_text())
+    assert check["rows_differ"] == 1 and check["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+
+
+class _Marker:
+    """Unpickling this object opens (creates) a file: the stand-in for malicious code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_comparison_counts_rows_beyond_the_tolerance():
+    scores = torch.softmax(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert compare_with_reference(scores, scores.clone(), 0.0)["passed"]
+    assert compare_with_reference(scores, scores.double() + 5e-7, 1e-6)["passed"]
+    shifted = scores.clone()
+    shifted[1, 2] += 2e-6
+    shifted[2, 0] = float("nan")
+    check = compare_with_reference(scores, shifted, 1e-6)
+    assert check["rows_differ"] == 2 and not check["passed"]
+    for saved, words in [(scores[:4], "has 4 rows"), (scores[:, :2], "scores for 2 classes")]:
+        with pytest.raises(UserError, match=words):
+            compare_with_reference(scores, saved, 1e-6)
+
+
+def test_reference_files_that_are_not_score_tables_are_refused(tmp_path):
+    scores = torch.rand(5, 3)
+    torch.save(scores, tmp_path / "good.pt")
+    assert torch.equal(load_reference(tmp_path / "good.pt"), scores)
+    marker = tmp_path / "pwned"
+    for name, obj, words in [
+        ("vector.pt", scores[:, 0], "holds (5,)"),
+        ("dict.pt", {"scores": scores}, "holds dict"),
+        ("code.pt", _Marker(marker), "not a saved tensor"),
+    ]:
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(UserError, match=re.escape(words)):
+            load_reference(tmp_path / name)
+    assert not marker.exists()
+    with pytest.raises(UserError, match="does not exist"):
+        load_reference(tmp_path / "missing.pt")
+
+
+def test_class_count_mismatch_is_refused(trained_run, cifar_root, tmp_path):
+    result = evaluate_cli(
+        trained_run / "best_model.pt", tmp_path, "data=cifar10", f"data.root={cifar_root}"
+    )
+    assert_one_line_error(result, "predicts 6 classes", "has 10")
+
+
+def test_code_in_a_checkpoint_is_never_run(tmp_path):
+    marker, proof = tmp_path / "pwned", tmp_path / "payload_works"
+    evil = tmp_path / "best_model.pt"
+    torch.save({"format": "finetune.best_model/1", "state_dict": _Marker(marker)}, evil)
+    torch.save(_Marker(proof), tmp_path / "proof.pt")
+    torch.load(tmp_path / "proof.pt", weights_only=False)  # unsafe load: the payload works
+    assert proof.exists()
+
+    result = evaluate_cli(evil, tmp_path)
+    assert_one_line_error(result, "refusing", str(evil))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"not a checkpoint\n", "refusing"), (None, "not a finetune checkpoint")],
+)
+def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
+    path = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=words):
+        load_checkpoint(path)
+
+
+def test_which_overrides_name_the_data():
+    keys = override_keys(["data=cifar10", "+data.manifest=x", "~data.root", "seed=1"])
+    assert keys == {"data", "data.manifest", "data.root", "seed"}
+    assert names_data(override_keys(["data.root=/x"]))
+    assert names_data(override_keys(["data.manifest=null"]))
+    assert not names_data(override_keys(["data.loader.eval_batch_size=7", "experiment=demo"]))
+    assert not names_data(override_keys(["data.image_size=224", "split=val"]))
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def test_eval_data_comes_from_the_checkpoint_unless_named(trained_run, cifar_root, caplog):
+    loaded = load_checkpoint(trained_run / "best_model.pt")
+    overrides = ["mode=eval", "data.image_size=224", "data.loader.eval_batch_size=7"]
+    with caplog.at_level(logging.WARNING):
+        data = eval_data_config(_compose(overrides), loaded, override_keys(overrides))
+    assert "ignoring data.image_size" in caplog.text
+    assert data["root"] == loaded.data["root"] and data["manifest"] == str(loaded.manifest)
+    assert data["image_size"] == loaded.data["image_size"] == 32
+    assert data["loader"]["eval_batch_size"] == 7
+
+    named = ["mode=eval", "data=cifar10", f"data.root={cifar_root}"]
+    data = eval_data_config(_compose(named), loaded, override_keys(named))
+    assert data["kind"] == "cifar10" and data["root"] == str(cifar_root)
+    assert data["manifest"] is None and data["mean"] == loaded.data["mean"]
+
+    loaded.manifest = None  # a checkpoint moved away from its run folder
+    with caplog.at_level(logging.WARNING):
+        data = eval_data_config(_compose(["mode=eval"]), loaded, set())
+    assert data["manifest"] is None and "has no split manifest" in caplog.text
+    with pytest.raises(MissingMandatoryValue):
+        eval_data_config(_compose(["data=cifar10"]), loaded, {"data"})

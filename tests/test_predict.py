@@ -1,0 +1,68 @@
+"""mode=predict on new images: sorted rows, undecodable files named in one warning, other
+files ignored, and the scores the network gives when run directly."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from finetune.checkpoint import load_checkpoint
+from finetune.errors import UserError
+from finetune.tasks.predict import input_images
+from test_evaluate import direct_scores, make_soft_checkpoint
+
+from conftest import run_cli
+
+
+def test_predict_on_a_folder(trained_run, scene_root, tmp_path):
+    ckpt = make_soft_checkpoint(trained_run, tmp_path / "soft")
+    folder = tmp_path / "new"
+    (folder / "nested").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    sources = sorted((scene_root / "forest").glob("*.jpg"))
+    good = ["nested/a.jpg", "c (1).jpg", "b.jpg"]
+    for name, source in zip(good, sources, strict=False):
+        shutil.copy(source, folder / name)
+    (folder / "notes.txt").write_text("not an image, ignored silently")
+    (folder / ".hidden.jpg").write_bytes(b"hidden, ignored silently")
+    shutil.copy(sources[0], folder / ".cache" / "x.jpg")  # inside a hidden folder: ignored
+    (folder / "broken.jpg").write_bytes(sources[0].read_bytes()[:300])  # truncated JPEG
+
+    run = tmp_path / "run"
+    result = run_cli(
+        "mode=predict",
+        f"ckpt={ckpt}",
+        f"input={folder}",
+        f"hydra.run.dir={run}",
+        "data.loader.num_workers=0",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    warnings = [line for line in output.splitlines() if "[WARNING]" in line]
+    assert len(warnings) == 1 and "broken.jpg" in warnings[0], warnings
+    assert "notes.txt" not in output and ".hidden" not in output and ".cache" not in output
+
+    with (run / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = sorted(good)  # b.jpg, c (1).jpg, nested/a.jpg
+    assert [row["file"] for row in rows] == [str(folder / name) for name in expected]
+
+    direct = direct_scores(ckpt, folder, expected).numpy()
+    names = load_checkpoint(ckpt).class_names
+    scores = np.array([[float(row[f"score_{name}"]) for name in names] for row in rows])
+    np.testing.assert_allclose(scores, direct, atol=2e-6)
+    assert [row["predicted"] for row in rows] == [names[i] for i in direct.argmax(axis=1)]
+
+
+def test_input_must_be_an_image_or_a_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not an image file"):
+        input_images(tmp_path / "notes.txt")
+    with pytest.raises(UserError, match="does not exist"):
+        input_images(tmp_path / "missing")
+    (tmp_path / "one.png").write_bytes(b"")
+    assert input_images(tmp_path / "one.png") == (tmp_path, ["one.png"])
+    assert input_images(tmp_path) == (tmp_path, ["one.png"])
