@@ -168,7 +168,7 @@ def trained_run(tmp_path_factory, scene_root) -> Path:
         "data.split.val=12",
         "model.weights=none",
         "trainer.max_epochs=2",
-        "optimizer.lr=0.05",
+        "optimizer.lr=0.002",
         "train_eval_images=8",
         f"hydra.run.dir={run_dir}",
         *TINY,

@@ -97,7 +97,7 @@ def test_refuse_instead_of_skip_when_asked(tmp_path):
         *QUICK,
         cwd=tmp_path,
     )
-    assert_one_line_error(result, "3 file(s) are not readable", "truncated.jpg", "empty.jpg")
+    assert_one_line_error(result, "3 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
 
 
 def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_path, scene_root):
@@ -114,3 +114,36 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
     assert_one_line_error(result, "already exists and is kept")
     for name in ("best_model.pt", "split.csv", "metrics.json"):
         assert (trained_run / name).read_bytes() == before[name]
+
+
+@pytest.mark.parametrize(
+    ("ckpt", "words"),
+    [
+        (None, ["ckpt is not set"]),
+        ("nowhere/best_model.pt", ["does not exist"]),
+        ("folder", ["is a folder without best_model.pt"]),
+        ("notes.txt", ["refusing", "not a weights-only checkpoint"]),
+    ],
+)
+def test_bad_checkpoint_arguments(tmp_path, ckpt, words):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("this is not a checkpoint\n")
+    overrides = ["mode=eval"] + ([f"ckpt={tmp_path / ckpt}"] if ckpt else [])
+    assert_one_line_error(run_cli(*overrides, cwd=tmp_path), *words)
+
+
+def test_reference_of_the_wrong_shape(trained_run, tmp_path):
+    import torch
+
+    reference = tmp_path / "saved_softmax_scores.pt"
+    torch.save(torch.full((5, 6), 1 / 6), reference)
+    result = run_cli(
+        "mode=eval",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        f"reference={reference}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, "5 rows", "12 images")
+    assert (tmp_path / "eval" / "softmax_scores.pt").is_file()  # the evaluation itself is kept

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, assert_one_line_error, cli_env, run_cli
 
 

@@ -153,15 +153,16 @@ def test_broken_files_are_skipped_with_a_list_or_refused(tmp_path, caplog):
     (root / "forest" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (root / "forest" / "notes.txt").write_text("not an image")
     (root / "forest" / ".DS_Store").write_bytes(b"\0\1")
+    (root / "forest" / "photo.jpg (1).jpg").write_bytes(b"junk")  # a name with " (" in it
     module = datamodule(root, run_dir=tmp_path / "run", split={"test": 6, "val": 6, "seed": 1})
     all_items = sum((module.datasets[s].items for s in ("train", "val", "test")), [])
-    assert len(all_items) == 36  # the 3 broken files are out, the .txt/.DS_Store never counted
-    assert len(module.skipped) == 3
+    assert len(all_items) == 36  # the 4 broken files are out, the .txt/.DS_Store never counted
+    assert len(module.skipped) == 4
     skipped = (tmp_path / "run" / "skipped_images.txt").read_text()
-    for name in ("zero.jpg", "random.jpg", "truncated.jpg"):
+    for name in ("zero.jpg", "random.jpg", "truncated.jpg", "photo.jpg (1).jpg"):
         assert name in skipped
         assert any(name in record.getMessage() for record in caplog.records)
-    with pytest.raises(UserError, match="3 file"):
+    with pytest.raises(UserError, match="4 file"):
         datamodule(root, bad_images="error")
 
 

@@ -17,7 +17,7 @@ from finetune.data import cifar10
 from finetune.data.datasets import EpochSeededSampler, ImageDataset, Reader
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import FolderReader, class_folders, scan_folder
-from finetune.data.images import find_unreadable
+from finetune.data.images import describe, split_readable
 from finetune.data.splits import read_manifest, stratified_split, write_manifest
 from finetune.data.transforms import eval_transform, train_transform
 from finetune.errors import UserError
@@ -115,18 +115,18 @@ class ImageDataModule(L.LightningDataModule):
         return reader, items, labels, splits
 
     def _drop_unreadable(self, items, labels, splits):
-        problems = find_unreadable([self.root / item for item in items])
-        if not problems:
+        keep, bad = split_readable(self.root, items)
+        if not bad:
             return items, labels, splits
         if self.cfg["bad_images"] == "error":
             raise UserError(
-                f"{len(problems)} file(s) are not readable images: {'; '.join(problems)}"
+                f"{len(bad)} file(s) under {self.root} are not readable images: {describe(bad)}"
                 " (remove them, or set data.bad_images=skip)"
             )
-        self.skipped = problems
-        log.warning("skipping %d unreadable file(s): %s", len(problems), "; ".join(problems))
-        bad = {Path(problem.split(" (")[0]) for problem in problems}
-        keep = [i for i, item in enumerate(items) if self.root / item not in bad]
+        self.skipped = [f"{item} ({reason})" for item, reason in bad.items()]
+        log.warning(
+            "skipping %d unreadable file(s) under %s: %s", len(bad), self.root, describe(bad)
+        )
         pick = lambda values: None if values is None else [values[i] for i in keep]  # noqa: E731
         return pick(items), pick(labels), pick(splits)
 

@@ -50,20 +50,30 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(image)
 
 
-def _unreadable(path: Path) -> str | None:
+def _decode_problem(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.load()
         return None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        return (
-            f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        )
+        detail = str(error).splitlines()[0] if str(error) else ""
+        return f"{type(error).__name__}: {detail}".rstrip(": ")
 
 
-def find_unreadable(paths: Sequence[Path], threads: int = 8) -> list[str]:
-    """Decode every file (in threads: PIL releases the GIL) and describe the ones that fail."""
-    if paths:
-        log.info("checking that %d images decode ...", len(paths))
+def split_readable(
+    root: Path, items: Sequence[str], threads: int = 8
+) -> tuple[list[int], dict[str, str]]:
+    """Decode every `root / item` (in threads: PIL releases the GIL); return the indices of
+    the items that decode and {item: reason} for those that do not."""
+    if items:
+        log.info("checking that %d images decode ...", len(items))
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return [problem for problem in pool.map(_unreadable, paths) if problem]
+        problems = list(pool.map(_decode_problem, [Path(root) / item for item in items]))
+    keep = [i for i, problem in enumerate(problems) if problem is None]
+    bad = {item: problem for item, problem in zip(items, problems, strict=True) if problem}
+    return keep, bad
+
+
+def describe(bad: dict[str, str]) -> str:
+    """'a.jpg (reason); b.jpg (reason)' for warnings and errors."""
+    return "; ".join(f"{item} ({reason})" for item, reason in bad.items())

@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from finetune.features import nonzero_eigenvalues
-from finetune.reports.eval_figures import FIGURES, FigureSink
+from finetune.reports.figures import FIGURES, FigureSink
 
 
 def spectrum_figure(module: str, spectra: Mapping[str, np.ndarray]) -> Figure:

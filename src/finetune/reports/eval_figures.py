@@ -13,46 +13,18 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_curve
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from finetune.data.transforms import denormalize
-from finetune.io import save_figure
 
 log = logging.getLogger(__name__)
 
-FIGURES = "figures"
 # Scalar tags drawn as training curves: one panel per metric, one line per split.
 CURVE_METRICS = ("loss", "acc_mean", "map")
 CURVE_SPLITS = ("train", "val", "train_eval")
 PAD = 2  # pixels between ranked images
-
-
-class FigureSink:
-    """Writes each figure as <run_dir>/figures/<name>.png and under `tag` in TensorBoard.
-
-    The figure is rendered once: TensorBoard receives the pixels of the PNG just written.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.folder = Path(run_dir) / FIGURES
-        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-        self.paths: list[Path] = []
-
-    def write(self, name: str, tag: str, figure: Figure) -> Path:
-        path = save_figure(self.folder / f"{name}.png", figure)
-        with Image.open(path) as png:
-            pixels = np.asarray(png.convert("RGB"))
-        self.writer.add_image(tag, pixels, global_step=0, dataformats="HWC")
-        self.paths.append(path)
-        return path
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def safe_name(name: str) -> str:

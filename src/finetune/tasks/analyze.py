@@ -27,7 +27,7 @@ from finetune.data.datasets import ImageDataset
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import FolderReader
 from finetune.data.imagenet_val import imagenet_items
-from finetune.data.images import find_unreadable
+from finetune.data.images import describe, split_readable
 from finetune.data.splits import read_manifest
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
@@ -40,7 +40,7 @@ from finetune.features import (
 from finetune.io import write_csv, write_json, write_text
 from finetune.network import build_network
 from finetune.reports.analysis_figures import spectrum_path, write_spectrum_figures
-from finetune.reports.eval_figures import FigureSink
+from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,12 @@ def _sample(items: list[str], labels: list[int], count: int, seed: int):
 
 
 def _folder_dataset(root: Path, items, labels, transform) -> ImageDataset:
-    problems = find_unreadable([root / item for item in items])
-    if problems:
-        raise UserError(f"{len(problems)} sampled image(s) cannot be read, e.g. {problems[0]}")
-    return ImageDataset(FolderReader(root), items, labels, transform)
+    keep, bad = split_readable(root, items)
+    if bad:
+        log.warning("skipping %d sampled file(s) that do not decode: %s", len(bad), describe(bad))
+    return ImageDataset(
+        FolderReader(root), [items[i] for i in keep], [labels[i] for i in keep], transform
+    )
 
 
 def _configured_folder(value: Any, key: str, what: str) -> Path:

@@ -34,6 +34,7 @@ from finetune.errors import UserError
 from finetune.io import save_torch, write_csv, write_json, write_text
 from finetune.metrics import ClassificationMetrics
 from finetune.reports import eval_figures as figs
+from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
 from finetune.trainer import build_trainer
 
@@ -236,7 +237,7 @@ def write_figures(
     """Ranked images per class, confusion matrix, PR curves, training curves; and the matrix."""
     names, data = loaded.class_names, loaded.data
     labels = torch.tensor(dataset.labels).numpy()
-    sink = figs.FigureSink(run_dir)
+    sink = FigureSink(run_dir)
     try:
         top, bottom = figs.rank_by_class(scores, TOP_K)
         for c, name in enumerate(names):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.datasets import ImageDataset
 from finetune.data.folder import FolderReader
-from finetune.data.images import IMAGE_SUFFIXES, find_unreadable, is_image_name
+from finetune.data.images import IMAGE_SUFFIXES, describe, is_image_name, split_readable
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 from finetune.io import write_csv
@@ -48,31 +48,16 @@ def input_images(path: Path) -> tuple[Path, list[str]]:
     return path, items
 
 
-def _failed(problems: list[str], root: Path, items: list[str]) -> set[str]:
-    """The items that `find_unreadable` described: each description starts with "<path> ("
-    (the longest matching path wins, so "a.jpg (1).jpg" is not taken for "a.jpg")."""
-    failed = set()
-    for problem in problems:
-        matches = [item for item in items if problem.startswith(f"{root / item} (")]
-        failed.add(max(matches, key=len))
-    return failed
-
-
 def predict(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if not cfg.input:
         raise UserError("input is not set: add input=<image file or folder of images>")
     loaded = require_checkpoint(cfg)
     root, items = input_images(Path(str(cfg.input)).expanduser().resolve())
-    problems = find_unreadable([root / item for item in items])
-    if problems:
-        log.warning(
-            "skipping %d file(s) that do not decode as images: %s",
-            len(problems),
-            "; ".join(problems),
-        )
-        failed = _failed(problems, root, items)
-        items = [item for item in items if item not in failed]
+    keep, bad = split_readable(root, items)
+    if bad:
+        log.warning("skipping %d file(s) that do not decode as images: %s", len(bad), describe(bad))
+        items = [items[i] for i in keep]
     if not items:
         raise UserError(f"input={cfg.input} holds no readable image files")
 
@@ -94,4 +79,4 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     log.info(
         "predicted %d image(s) (%.1f images/s); wrote %s", len(items), len(items) / seconds, path
     )
-    return {"n": len(items), "skipped": problems, "predictions_csv": str(path)}
+    return {"n": len(items), "skipped": sorted(bad), "predictions_csv": str(path)}
