@@ -263,7 +263,6 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root):
     while not (first.is_file() and (killed_dir / "checkpoints" / "last.ckpt").is_file()):
         assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
         time.sleep(0.05)
-    time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed_dir / "metrics.json").exists()

@@ -4,11 +4,13 @@ import logging
 from collections.abc import Callable
 from importlib import import_module
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from finetune.errors import UserError
 from finetune.validate import validate_config
+
+log = logging.getLogger(__name__)
 
 TASKS = {
     "train": "finetune.tasks.train:train",
@@ -36,6 +38,7 @@ def run_task(cfg: DictConfig) -> dict:
     validate_config(cfg)
     task = _task(cfg.mode)
     _single_console()
+    log.info("config (also in .hydra/config.yaml):\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         return task(cfg)
     except MissingMandatoryValue as error:
