@@ -24,6 +24,31 @@ TINY = [
 ]
 
 
+def tiny_data_cfg(root: Path, **changes) -> dict:
+    """The data config (as the DataModule receives it) for tiny tests: 32 px, no workers."""
+    cfg = {
+        "kind": "folder",
+        "root": str(root),
+        "manifest": None,
+        "split": {"test": 12, "val": 6, "seed": 7},
+        "bad_images": "skip",
+        "image_size": 32,
+        "resize_size": 36,
+        "train_crop_scale": [0.5, 1.0],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "loader": {
+            "batch_size": 4,
+            "eval_batch_size": 8,
+            "num_workers": 0,
+            "pin_memory": False,
+            "persistent_workers": False,
+            "prefetch_factor": 2,
+        },
+    }
+    return cfg | changes
+
+
 def class_colour_image(label: int, rng: np.random.Generator, side: int = 40) -> Image.Image:
     """A noisy image whose mean colour depends on the class: learnable in a few steps."""
     base = np.array([(label * 40) % 256, (255 - label * 40) % 256, (label * 90) % 256])

@@ -20,33 +20,11 @@ from finetune.data.splits import read_manifest, stratified_split
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 
-from conftest import SCENE_CLASSES, make_scene_folder, write_cifar_batches
-
-DATA_CFG = {
-    "kind": "folder",
-    "root": None,
-    "manifest": None,
-    "split": {"test": 12, "val": 6, "seed": 7},
-    "bad_images": "skip",
-    "image_size": 32,
-    "resize_size": 36,
-    "train_crop_scale": [0.5, 1.0],
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.25, 0.25, 0.25],
-    "loader": {
-        "batch_size": 4,
-        "eval_batch_size": 8,
-        "num_workers": 0,
-        "pin_memory": "auto",
-        "persistent_workers": True,
-        "prefetch_factor": 2,
-    },
-}
+from conftest import SCENE_CLASSES, make_scene_folder, tiny_data_cfg, write_cifar_batches
 
 
 def datamodule(root: Path, run_dir: Path | None = None, **changes) -> ImageDataModule:
-    cfg = {**DATA_CFG, "root": str(root), **changes}
-    module = ImageDataModule(cfg, seed=7, run_dir=run_dir)
+    module = ImageDataModule(tiny_data_cfg(root, **changes), seed=7, run_dir=run_dir)
     module.setup("fit")
     return module
 
@@ -197,8 +175,8 @@ def test_cifar_batches_decode_pixel_exactly(cifar_root):
 
 
 def test_cifar_datamodule_trains_on_ten_classes(cifar_root, tmp_path):
-    cfg = {**DATA_CFG, "kind": "cifar10", "split": {"test": 0, "val": 10, "seed": 0}}
-    module = datamodule(cifar_root, run_dir=tmp_path, **{"kind": "cifar10"}, split=cfg["split"])
+    split = {"test": 0, "val": 10, "seed": 0}
+    module = datamodule(cifar_root, run_dir=tmp_path, kind="cifar10", split=split)
     assert module.num_classes == 10
     assert len(module.datasets["test"]) == 12 and len(module.datasets["val"]) == 10
     assert len(module.datasets["train"]) == 50

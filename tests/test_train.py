@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, assert_one_line_error, cli_env, run_cli
+from conftest import TINY, assert_one_line_error, cli_env, run_cli, tiny_data_cfg
 
 SCENE = ["data.split.test=12", "data.split.val=12", "model.weights=none", "optimizer.lr=0.05"]
 
@@ -158,26 +158,7 @@ def test_ddp_validation_equals_single_process(tmp_path, scene_root):
     from finetune.data.datamodule import ImageDataModule
     from finetune.model import ImageClassifier
 
-    data = {
-        "kind": "folder",
-        "root": str(scene_root),
-        "manifest": None,
-        "split": {"test": 6, "val": 13, "seed": 0},
-        "bad_images": "skip",
-        "image_size": 32,
-        "resize_size": 32,
-        "train_crop_scale": [0.5, 1.0],
-        "mean": [0.5] * 3,
-        "std": [0.25] * 3,
-        "loader": {
-            "batch_size": 4,
-            "eval_batch_size": 4,
-            "num_workers": 0,
-            "pin_memory": False,
-            "persistent_workers": False,
-            "prefetch_factor": 2,
-        },
-    }
+    data = tiny_data_cfg(scene_root, split={"test": 6, "val": 13, "seed": 0}, resize_size=32)
     model_cfg = {
         "weights": "none",
         "head_seed": 0,
