@@ -161,7 +161,7 @@ def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -
             if tag in curves:
                 epochs, values = curves[tag]
                 ax.plot(epochs, values, marker="o", markersize=3, label=split)
-        ax.set(title=metric, xlabel="epoch")
+        ax.set(title=metric, xlabel="epoch", yscale="log" if metric == "loss" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     figure.suptitle("training run of the checkpoint", fontsize=10)
