@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package (editable) with the dev tools
 
-demo: $(STAMP)  ## train on the embedded demo data (offline, ~1 min on 2 CPU cores), then evaluate
+demo: $(STAMP)  ## train + evaluate on the embedded demo data (offline; ~3 min on 2 CPU cores)
 	$(PY) -m finetune experiment=demo $(ARGS)
 	$(MAKE) --no-print-directory eval ARGS="$(ARGS)"
 

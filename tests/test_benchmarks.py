@@ -64,6 +64,7 @@ def test_quick_run_writes_results_and_report(tmp_path):
     variants = results["lightning_overhead"]["variants"]
     assert [v["variant"] for v in variants][:2] == ["plain loop", "Lightning, loss only"]
     assert all(v["ms_per_step"] > 0 for v in variants)
+    assert all(len(v["images_per_s"]["values"]) == settings["overhead_reps"] for v in variants)
     cli = results["cli"]
     # the command's own peak, not this process's (which a vfork+exec child inherits)
     assert 0 < cli["seconds"]["median"] and 5 < cli["rss_peak_mb"] < 500
@@ -135,31 +136,41 @@ def test_scene_jpegs_are_like_the_real_ones(bench, tmp_path):
 
 
 def _results(loader_rate: float, model_rate: float, decode_ms: float, share: float) -> dict:
+    """The figures answers() reads: one config, 150 px batch 16, 2 default workers."""
     speed = {"median": model_rate}
+    rows = [
+        {"image_size": 150, "batch": 16, "transform": transform, "workers": workers,
+         "images_per_s": {"median": loader_rate if (transform, workers) == ("train", 2) else 1.0}}
+        for transform in ("train", "eval")
+        for workers in (0, 2)
+    ]  # fmt: skip
     return {
         "loader": {
             "default_workers": 2,
-            "rows": [
-                {"image_size": 150, "batch": 16, "transform": t, "workers": w,
-                 "images_per_s": {"median": loader_rate if (t, w) == ("train", 2) else 1.0}}
-                for t in ("train", "eval") for w in (0, 2)
-            ],
-            "per_image": [
-                {"image_size": 150, "decode_ms": decode_ms, "decode_share_train": share}
-            ],
+            "rows": rows,
+            "per_image": [{"image_size": 150, "decode_ms": decode_ms, "decode_share_train": share}],
         },
         "training": [
-            {"image_size": 150, "batch": 16, "ratio": 0.97,
-             "lightning": {"images_per_s": speed}, "plain": {"images_per_s": speed}}
-        ],
-    }  # fmt: skip
+            {
+                "image_size": 150,
+                "batch": 16,
+                "ratio": 0.97,
+                "lightning": {"images_per_s": speed},
+                "plain": {"images_per_s": speed},
+            }
+        ],  # fmt: skip
+        "lightning_overhead": {"package_overhead_ms": 400.0},
+    }
 
 
 def test_answers_follow_from_the_figures(bench):
     report = bench("report")
     fed = report.answers(_results(loader_rate=300.0, model_rate=10.0, decode_ms=2.0, share=0.4))
     assert fed["loader_over_model"]["worst"] == 30.0 and fed["loader_over_model"]["met"]
-    assert fed["lightning_over_plain"]["met"]
+    lightning = fed["lightning_over_plain"]
+    assert lightning["met"]
+    # a 1600 ms step (16 images at 10 images/s) plus 400 ms of overhead: 1600 / 2000
+    assert lightning["worst_expected"] == pytest.approx(0.8) and not lightning["expected_met"]
     # the loader keeps ahead: a cache saves at most the decode time, 2 ms x 10 images/s = 2%
     assert fed["decode_cache"]["best_case_saving"] == pytest.approx(0.02)
     assert not fed["decode_cache"]["justified"]
