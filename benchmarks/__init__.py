@@ -1,0 +1,1 @@
+"""Benchmarks of the finetune package: `make bench` = `python benchmarks/run_all.py`."""

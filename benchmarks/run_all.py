@@ -1,0 +1,102 @@
+"""`make bench`: measure the data loader, training, evaluation and the CLI start-up on this
+machine; write results.json and RESULTS.md and print the report.
+
+    python benchmarks/run_all.py            # the full run (under 10 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --quick    # tiny settings: checks the benchmark code works
+    python benchmarks/run_all.py --threads 1   # torch intra-op threads (default: one per core)
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.cli_startup import cli_startup  # noqa: E402
+from benchmarks.common import FULL, QUICK, machine_info, pick_device, quiet_lightning  # noqa: E402
+from benchmarks.evaluation import compare_evaluation  # noqa: E402
+from benchmarks.loader import (  # noqa: E402
+    default_workers,
+    measure_loaders,
+    per_image_costs,
+    write_scene_jpegs,
+)
+from benchmarks.report import answers, markdown  # noqa: E402
+from benchmarks.training import compare_training, lightning_overhead  # noqa: E402
+from finetune.io import write_json, write_text  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure the data loader, training, evaluation and the CLI start-up; "
+        "write results.json and RESULTS.md."
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for the results files")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_lightning()
+    started = time.perf_counter()
+
+    def step(what: str) -> None:
+        print(f"[bench {time.perf_counter() - started:6.1f}s] {what}", file=sys.stderr, flush=True)
+
+    results: dict[str, Any] = {"settings": asdict(settings), "machine": machine_info(device)}
+    configs = list(product(settings.sizes, settings.batches))
+    with tempfile.TemporaryDirectory(prefix="bench-scenes-") as folder:
+        root = write_scene_jpegs(Path(folder), 2 * settings.loader_images)
+        auto = default_workers(root, settings.loader_images)
+        workers = sorted({*settings.workers, auto})
+        step(f"data loader, workers {workers} (auto = {auto})")
+        results["loader"] = {
+            "default_workers": auto,
+            "rows": measure_loaders(settings, root, workers),
+            "per_image": per_image_costs(settings, root),
+        }
+    results["training"] = []
+    for size, batch in configs:
+        step(f"training {size}px batch {batch}: Lightning vs plain loop")
+        results["training"].append(compare_training(settings, size, batch, device))
+    step("Lightning's per-step overhead, piece by piece")
+    results["lightning_overhead"] = lightning_overhead(settings, device)
+    results["evaluation"] = []
+    for size, batch in configs:
+        step(f"evaluation {size}px batch {batch}")
+        results["evaluation"].append(compare_evaluation(settings, size, batch, device))
+    step("python -m finetune --cfg job")
+    results["cli"] = cli_startup(settings.cli_reps)
+    results["answers"] = answers(results)
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["wall_time_s"] = round(time.perf_counter() - started, 1)
+    report = markdown(results)
+    write_json(args.out / "results.json", results, overwrite=True)
+    write_text(args.out / "RESULTS.md", report, overwrite=True)
+    print(report)
+    step(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
