@@ -50,14 +50,22 @@ def numpy_oracle(ckpt: Path, image_paths: list[Path], batch_size: int) -> dict[s
     return oracle
 
 
-def test_all_three_datasets_end_to_end(trained_run, imagenet_root, cifar_root, torch_home,
-                                       tmp_path):
+def test_all_three_datasets_end_to_end(
+    trained_run, imagenet_root, cifar_root, torch_home, tmp_path
+):
     run_dir = tmp_path / "analysis"
     ckpt = trained_run / "best_model.pt"
     result = run_cli(
-        "mode=analyze", f"ckpt={ckpt}", f"analysis.imagenet_root={imagenet_root}",
-        f"analysis.cifar_root={cifar_root}", "analysis.num_images=6", "analysis.batch_size=4",
-        f"hydra.run.dir={run_dir}", *TINY, cwd=tmp_path, torch_home=torch_home,
+        "mode=analyze",
+        f"ckpt={ckpt}",
+        f"analysis.imagenet_root={imagenet_root}",
+        f"analysis.cifar_root={cifar_root}",
+        "analysis.num_images=6",
+        "analysis.batch_size=4",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=tmp_path,
+        torch_home=torch_home,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((run_dir / "feature_stats.json").read_text())
@@ -77,21 +85,26 @@ def test_all_three_datasets_end_to_end(trained_run, imagenet_root, cifar_root, t
 
     # fine-tuned x imagenet-val holds all 6 images (one grayscale, one CMYK): check it by hand
     oracle = numpy_oracle(ckpt, sorted(imagenet_root.iterdir()), batch_size=4)
-    by_module = {r["module"]: r for r in records
-                 if (r["model"], r["dataset"]) == ("fine-tuned", "imagenet-val")}
+    by_module = {
+        r["module"]: r
+        for r in records
+        if (r["model"], r["dataset"]) == ("fine-tuned", "imagenet-val")
+    }
     for name, expected_stats in oracle.items():
         record = by_module[name]
         scale = expected_stats["eigenvalues"][0]
         assert record["nonpositive_fraction"] == pytest.approx(expected_stats["fraction"], abs=1e-6)
-        np.testing.assert_allclose(record["eigenvalues"], expected_stats["eigenvalues"], rtol=0,
-                                   atol=1e-6 * scale)
+        np.testing.assert_allclose(
+            record["eigenvalues"], expected_stats["eigenvalues"], rtol=0, atol=1e-6 * scale
+        )
 
     with (run_dir / "nonpositive.csv").open() as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["model", "dataset", *MODULES]
     assert {(row[0], row[1]) for row in rows[1:]} == expected and len(rows) == 7
-    percent = {(r["model"], r["dataset"], r["module"]): 100 * r["nonpositive_fraction"]
-               for r in records}
+    percent = {
+        (r["model"], r["dataset"], r["module"]): 100 * r["nonpositive_fraction"] for r in records
+    }
     for row in rows[1:]:
         for module, value in zip(MODULES, row[2:], strict=True):
             assert float(value) == pytest.approx(percent[(row[0], row[1], module)], abs=1e-4)
@@ -113,10 +126,15 @@ def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path)
     run_dir = tmp_path / "analysis"
     missing = tmp_path / "no-such-imagenet"
     result = run_cli(
-        "mode=analyze", f"ckpt={trained_run / 'best_model.pt'}",
-        f"analysis.imagenet_root={missing}", f"analysis.cifar_root={cifar_root}",
-        "analysis.num_images=4", "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
-        f"hydra.run.dir={run_dir}", *TINY, cwd=tmp_path,
+        "mode=analyze",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        f"analysis.imagenet_root={missing}",
+        f"analysis.cifar_root={cifar_root}",
+        "analysis.num_images=4",
+        "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -126,8 +144,11 @@ def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path)
     assert any("pretrained" in line and "ImageNet weights" in line for line in warnings)
     stats = json.loads((run_dir / "feature_stats.json").read_text())
     pairs = {(r["model"], r["dataset"], r["module"]) for r in stats["results"]}
-    assert pairs == {("fine-tuned", dataset, module) for dataset in ("scenes-test", "cifar10-test")
-                     for module in ("layer1.0.conv1", "layer4.1.relu_1")}
+    assert pairs == {
+        ("fine-tuned", dataset, module)
+        for dataset in ("scenes-test", "cifar10-test")
+        for module in ("layer1.0.conv1", "layer4.1.relu_1")
+    }
     assert sorted(next(iter(s)) for s in stats["skipped"]) == ["dataset", "model"]
     relu = [r for r in stats["results"] if r["module"] == "layer4.1.relu_1"]
     for record in relu:  # ReLU outputs: zeros count as non-positive, a PSD covariance
@@ -159,8 +180,10 @@ def compose_config():
         (("ckpt=/no/such/best_model.pt",), "/no/such/best_model.pt does not exist"),
         (("ckpt=CKPT", "analysis.num_images=1"), r"analysis.num_images=1 must be .* >= 2"),
         (("ckpt=CKPT", "analysis.top_k=0"), r"analysis.top_k=0 must be .* >= 1"),
-        (("ckpt=CKPT", "analysis.modules=[layer1.0.conv1,layer9.conv1]"),
-         r"unknown module\(s\) layer9.conv1; valid names include .*layer1.0.conv1"),
+        (
+            ("ckpt=CKPT", "analysis.modules=[layer1.0.conv1,layer9.conv1]"),
+            r"unknown module\(s\) layer9.conv1; valid names include .*layer1.0.conv1",
+        ),
     ],
 )
 def test_mistakes_are_user_errors(compose_config, trained_run, overrides, pattern):

@@ -20,8 +20,14 @@ from finetune.network import build_network
 
 # Conv outputs, the first and second call of a block's ReLU (torchvision names the second
 # `relu_1`) and the 2-D output of the head.
-MODULES = ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "layer1.0.relu", "layer1.0.relu_1",
-           "fc"]
+MODULES = [
+    "layer1.0.conv1",
+    "layer2.0.conv1",
+    "layer3.0.conv1",
+    "layer1.0.relu",
+    "layer1.0.relu_1",
+    "fc",
+]
 NUM_IMAGES = 7
 
 
@@ -54,8 +60,10 @@ def hooked_maps(net: torch.nn.Module, images: torch.Tensor, batch_size: int) -> 
         return hook
 
     bases = {name: (name.removesuffix("_1"), int(name.endswith("_1"))) for name in MODULES}
-    handles = [net.get_submodule(base).register_forward_hook(recorder(base))
-               for base in {base for base, _ in bases.values()}]
+    handles = [
+        net.get_submodule(base).register_forward_hook(recorder(base))
+        for base in {base for base, _ in bases.values()}
+    ]
     maps: dict[str, list[torch.Tensor]] = {name: [] for name in MODULES}
     try:
         with torch.no_grad():
@@ -94,8 +102,9 @@ def test_stats_equal_numpy_on_hooked_maps(net, images, batch_size):
         assert stats[name].shape == maps[name].shape[1:]
         assert stats[name].nonpositive_fraction == pytest.approx(fraction, abs=1e-6)
         np.testing.assert_allclose(stats[name].covariance(), covariance, rtol=0, atol=1e-6 * scale)
-        np.testing.assert_allclose(stats[name].eigenvalues(), eigenvalues, rtol=0,
-                                   atol=1e-6 * scale)
+        np.testing.assert_allclose(
+            stats[name].eigenvalues(), eigenvalues, rtol=0, atol=1e-6 * scale
+        )
     # the two calls of the block's ReLU are different maps, each matched above
     assert not np.allclose(maps["layer1.0.relu"], maps["layer1.0.relu_1"])
 
@@ -142,7 +151,11 @@ def test_spectrum_summary_by_hand():
     assert one_direction["effective_rank"] == pytest.approx(1.0)
     assert one_direction["rank"] == 1
     assert nonzero_eigenvalues(np.array([2.0, 1.0, 1e-17, -1e-17])).tolist() == [
-        True, True, False, False]
+        True,
+        True,
+        False,
+        False,
+    ]
     shares = spectrum_summary(np.arange(20.0, 0.0, -1.0))
     assert shares["share_top10"] == pytest.approx(sum(range(11, 21)) / sum(range(1, 21)))
 

@@ -101,8 +101,13 @@ def spectrum_summary(eigenvalues: np.ndarray) -> dict[str, float]:
     rank = int((values > 0).sum())
     if total <= 0.0:
         nan = float("nan")
-        return {"total_variance": total, "rank": rank, "share_top1": nan, "share_top10": nan,
-                "effective_rank": nan}
+        return {
+            "total_variance": total,
+            "rank": rank,
+            "share_top1": nan,
+            "share_top10": nan,
+            "effective_rank": nan,
+        }
     shares = values / total
     positive = shares[shares > 0]
     return {

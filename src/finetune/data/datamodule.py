@@ -33,6 +33,22 @@ def data_root(data_cfg: dict[str, Any]) -> Path:
     return Path(os.path.expanduser(str(data_cfg["root"])))
 
 
+def loader_settings(loader: dict[str, Any]) -> dict[str, Any]:
+    """DataLoader keyword arguments from `data.loader` ("auto" workers: min(CPUs, 8); "auto"
+    pinned memory: when a GPU is there)."""
+    workers = loader["num_workers"]
+    workers = min(os.cpu_count() or 1, 8) if workers == "auto" else int(workers)
+    pin = loader["pin_memory"]
+    kwargs: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": torch.cuda.is_available() if pin == "auto" else bool(pin),
+    }
+    if workers > 0:
+        kwargs["persistent_workers"] = bool(loader["persistent_workers"])
+        kwargs["prefetch_factor"] = loader["prefetch_factor"]
+    return kwargs
+
+
 class ImageDataModule(L.LightningDataModule):
     """Splits the data (or reuses a manifest), writes the manifest, and serves the loaders.
 
@@ -174,16 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        loader = self.cfg["loader"]
-        workers = loader["num_workers"]
-        workers = min(os.cpu_count() or 1, 8) if workers == "auto" else workers
-        pin = loader["pin_memory"]
-        pin = torch.cuda.is_available() if pin == "auto" else bool(pin)
-        kwargs = {"num_workers": workers, "pin_memory": pin}
-        if workers > 0:
-            kwargs["persistent_workers"] = bool(loader["persistent_workers"])
-            kwargs["prefetch_factor"] = loader["prefetch_factor"]
-        return kwargs
+        return loader_settings(self.cfg["loader"])
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """Sequential, unpadded: each image once, in manifest order (sharded under DDP)."""

@@ -22,8 +22,12 @@ def spectrum_figure(module: str, spectra: Mapping[str, np.ndarray]) -> Figure:
         values = np.asarray(eigenvalues, dtype=np.float64)
         shown = nonzero_eigenvalues(values)
         ranks = np.arange(1, len(values) + 1)
-        axes.plot(ranks[shown], values[shown], linewidth=1.2,
-                  label=f"{label} ({int(shown.sum())}/{len(values)})")
+        axes.plot(
+            ranks[shown],
+            values[shown],
+            linewidth=1.2,
+            label=f"{label} ({int(shown.sum())}/{len(values)})",
+        )
     axes.set_yscale("log")
     axes.set_xlabel("eigenvalue rank")
     axes.set_ylabel("eigenvalue (variance along the direction)")
@@ -43,7 +47,8 @@ def write_spectrum_figures(
 ) -> list[Path]:
     """Each module's spectrum plot as a PNG and under analysis/spectrum/<module> in TensorBoard."""
     return [
-        sink.write(f"spectrum_{module}", f"analysis/spectrum/{module}",
-                   spectrum_figure(module, spectra))
+        sink.write(
+            f"spectrum_{module}", f"analysis/spectrum/{module}", spectrum_figure(module, spectra)
+        )
         for module, spectra in spectra_by_module.items()
     ]

@@ -7,7 +7,6 @@ warning each; the rest still runs.
 """
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.progress import track
 from torch import nn
 from torch.utils.data import DataLoader
 
 from finetune.checkpoint import LoadedModel, load_checkpoint
 from finetune.data import cifar10
+from finetune.data.datamodule import loader_settings
 from finetune.data.datasets import ImageDataset
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import FolderReader
@@ -88,10 +88,6 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cuda" if cuda and accelerator in ("gpu", "cuda", "auto") else "cpu")
 
 
-def _workers(value: Any) -> int:
-    return min(os.cpu_count() or 1, 8) if value == "auto" else int(value)
-
-
 # -- datasets ----------------------------------------------------------------------------------
 def _sample(items: list[str], labels: list[int], count: int, seed: int):
     """The first `count` of a seeded shuffle, back in file order (see DEFINITIONS["sample"])."""
@@ -136,16 +132,18 @@ def checkpoint_split(loaded: LoadedModel, split: str, transform, count: int, see
 
 
 def imagenet_split(analysis: DictConfig, transform, count: int, seed: int) -> ImageDataset:
-    root = _configured_folder(analysis.imagenet_root, "analysis.imagenet_root",
-                              "the flat folder of ILSVRC2012_val_*.JPEG")
+    root = _configured_folder(
+        analysis.imagenet_root, "analysis.imagenet_root", "the flat folder of ILSVRC2012_val_*.JPEG"
+    )
     labels_file = Path(analysis.imagenet_labels).expanduser() if analysis.imagenet_labels else None
     items, labels = _sample(*imagenet_items(root, labels_file), count, seed)
     return _folder_dataset(root, items, labels, transform)
 
 
 def cifar_split(analysis: DictConfig, transform, count: int, seed: int) -> ImageDataset:
-    root = _configured_folder(analysis.cifar_root, "analysis.cifar_root",
-                              "the cifar-10-batches-py folder")
+    root = _configured_folder(
+        analysis.cifar_root, "analysis.cifar_root", "the cifar-10-batches-py folder"
+    )
     items, labels, images = cifar10.read_batches(root, [cifar10.TEST_BATCH])
     items, labels = _sample(items, labels, count, seed)
     return ImageDataset(cifar10.CifarReader(root, images), items, labels, transform)
@@ -210,11 +208,19 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         "",
         "## Non-positive values (% of all feature-map elements)",
         "",
-        markdown_table(["model", "dataset", "N", *modules], [
-            [model, dataset, next(iter(by.values()))["num_images"],
-             *(100 * by[m]["nonpositive_fraction"] for m in modules)]
-            for (model, dataset), by in pairs.items()
-        ], digits=2),
+        markdown_table(
+            ["model", "dataset", "N", *modules],
+            [
+                [
+                    model,
+                    dataset,
+                    next(iter(by.values()))["num_images"],
+                    *(100 * by[m]["nonpositive_fraction"] for m in modules),
+                ]
+                for (model, dataset), by in pairs.items()
+            ],
+            digits=2,
+        ),
         "## Eigenvalues of the channel covariance",
         "",
         *(f"- **{key}**: {text}" for key, text in DEFINITIONS.items()),
@@ -226,11 +232,25 @@ def summary_markdown(payload: dict[str, Any]) -> str:
             f"### {module} ({shape[0]} channels, {' x '.join(map(str, shape[1:])) or '1'})",
             "",
             markdown_table(
-                ["model", "dataset", f"top-{top_k} eigenvalues", "top-1 share", "top-10 share",
-                 "effective rank", "rank"],
                 [
-                    [model, dataset, ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:top_k]),
-                     r["share_top1"], r["share_top10"], r["effective_rank"], r["rank"]]
+                    "model",
+                    "dataset",
+                    f"top-{top_k} eigenvalues",
+                    "top-1 share",
+                    "top-10 share",
+                    "effective rank",
+                    "rank",
+                ],
+                [
+                    [
+                        model,
+                        dataset,
+                        ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:top_k]),
+                        r["share_top1"],
+                        r["share_top10"],
+                        r["effective_rank"],
+                        r["rank"],
+                    ]
                     for (model, dataset), r in ((pair, by[module]) for pair, by in pairs.items())
                 ],
                 digits=3,
@@ -240,8 +260,10 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         ]
     if payload["skipped"]:
         lines += ["## Skipped", ""]
-        lines += [f"- {what} {name}: {reason}" for (what, name), (_, reason) in
-                  (s.items() for s in payload["skipped"])]
+        lines += [
+            f"- {what} {name}: {reason}"
+            for (what, name), (_, reason) in (s.items() for s in payload["skipped"])
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -265,16 +287,22 @@ def _measure(
     records: list[dict[str, Any]] = []
     pair, total = 0, len(extractors) * len(datasets)
     for dataset_name, dataset in datasets.items():
-        loader = DataLoader(dataset, batch_size=cfg.analysis.batch_size, shuffle=False,
-                            num_workers=_workers(cfg.data.loader.num_workers),
-                            pin_memory=device.type == "cuda")
+        kwargs = loader_settings(OmegaConf.to_container(cfg.data.loader, resolve=True))
+        kwargs["pin_memory"] = device.type == "cuda"
+        loader = DataLoader(dataset, batch_size=cfg.analysis.batch_size, shuffle=False, **kwargs)
         for model_name, extractor in extractors.items():
             pair, pair_started = pair + 1, time.perf_counter()
             label = f"[{pair}/{total}] {model_name} x {dataset_name}"
             log.info("%s: %d images ...", label, len(dataset))
-            batches = (images for images, _ in track(
-                loader, description=label, disable=not cfg.trainer.enable_progress_bar,
-                transient=True))
+            batches = (
+                images
+                for images, _ in track(
+                    loader,
+                    description=label,
+                    disable=not cfg.trainer.enable_progress_bar,
+                    transient=True,
+                )
+            )
             stats = collect_feature_stats(extractor, batches, device)
             records += [_record(model_name, dataset_name, m, stats[m]) for m in modules]
             log.info("%s: done in %.1f s", label, time.perf_counter() - pair_started)
@@ -284,8 +312,9 @@ def _measure(
 def _write_reports(run_dir: Path, payload: dict[str, Any]) -> None:
     modules, records = payload["modules"], payload["results"]
     write_json(run_dir / STATS, payload)
-    write_csv(run_dir / NONPOSITIVE, ["model", "dataset", *modules],
-              nonpositive_rows(records, modules))
+    write_csv(
+        run_dir / NONPOSITIVE, ["model", "dataset", *modules], nonpositive_rows(records, modules)
+    )
     markdown = summary_markdown(payload)
     sink = FigureSink(run_dir)
     try:
@@ -294,8 +323,14 @@ def _write_reports(run_dir: Path, payload: dict[str, Any]) -> None:
     finally:
         sink.close()
     write_text(run_dir / SUMMARY, markdown)
-    log.info("wrote %s, %s, %s and %d spectrum plots to %s", STATS, NONPOSITIVE, SUMMARY,
-             len(modules), run_dir)
+    log.info(
+        "wrote %s, %s, %s and %d spectrum plots to %s",
+        STATS,
+        NONPOSITIVE,
+        SUMMARY,
+        len(modules),
+        run_dir,
+    )
 
 
 def analyze(cfg: DictConfig) -> dict[str, Any]:
@@ -316,8 +351,9 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     def pretrained() -> nn.Module:
         return build_network(len(loaded.class_names), "imagenet", cfg.model.head_seed).eval()
 
-    models = _available([("fine-tuned", lambda: loaded.net), ("pretrained", pretrained)],
-                        "model", skipped)
+    models = _available(
+        [("fine-tuned", lambda: loaded.net), ("pretrained", pretrained)], "model", skipped
+    )
     # Unknown module names are a mistake in the command: refused before any data is read.
     extractors = {name: feature_extractor(net, modules) for name, net in models.items()}
     run_dir = Path(HydraConfig.get().runtime.output_dir)
