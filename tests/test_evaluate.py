@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +314,11 @@ def test_eval_data_comes_from_the_checkpoint_unless_named(trained_run, cifar_roo
     assert data["image_size"] == loaded.data["image_size"] == 32
     assert data["loader"]["eval_batch_size"] == 7
 
+    moved = ["mode=eval", "data.root=/elsewhere/scenes"]  # same data, another folder
+    data = eval_data_config(_compose(moved), loaded, override_keys(moved))
+    assert data["root"] == "/elsewhere/scenes" and data["manifest"] == str(loaded.manifest)
+    assert data["kind"] == loaded.data["kind"]
+
     named = ["mode=eval", "data=cifar10", f"data.root={cifar_root}"]
     data = eval_data_config(_compose(named), loaded, override_keys(named))
     assert data["kind"] == "cifar10" and data["root"] == str(cifar_root)
@@ -324,3 +330,14 @@ def test_eval_data_comes_from_the_checkpoint_unless_named(trained_run, cifar_roo
     assert data["manifest"] is None and "has no split manifest" in caplog.text
     with pytest.raises(MissingMandatoryValue):
         eval_data_config(_compose(["data=cifar10"]), loaded, {"data"})
+
+
+def test_data_moved_to_another_folder(original_eval, trained_run, scene_root, tmp_path):
+    """data.root=<new place> alone: the checkpoint's own split, read from the new folder."""
+    moved = tmp_path / "moved scenes"
+    shutil.copytree(scene_root, moved)
+    result = evaluate_cli(trained_run / "best_model.pt", tmp_path, f"data.root={moved}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)
+    expected = torch.load(original_eval[0] / "softmax_scores.pt", weights_only=True)
+    assert torch.equal(scores, expected)

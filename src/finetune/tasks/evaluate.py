@@ -4,8 +4,10 @@ figures and a report into the run folder; optionally check the scores against a 
 Which data is evaluated:
 - By default the checkpoint's own data (kind, root) and the split manifest (split.csv) of the
   run that trained it, so `split=test` is exactly the test set held out during training.
-- The command line *names the data* when it overrides the `data` group or any of `data.kind`,
-  `data.root`, `data.manifest` (read from Hydra's override list, so defaults and experiment
+- `data.root=` alone says the same data lives in another folder (another machine): the
+  checkpoint's data kind and manifest are used with that root.
+- The command line *names other data* when it overrides the `data` group or `data.kind` or
+  `data.manifest` (read from Hydra's override list, so defaults and experiment
   files do not count). The data is then the command line's: its manifest if `data.manifest=`
   is given, else a fresh split made by `data.split` and `seed` (CIFAR-10's test split is always
   test_batch).
@@ -121,7 +123,8 @@ def eval_data_config(cfg: DictConfig, loaded: LoadedModel, keys: set[str]) -> di
             loaded.data["image_size"],
         )
     data.update({key: loaded.data[key] for key in TRANSFORM_KEYS})
-    if named:
+    moved = keys & DATA_SOURCE_KEYS == {"data.root"}  # the same data, in another folder
+    if named and not moved:
         if not data["manifest"]:
             log.info(
                 "data named on the command line: split=%s of a fresh split of %s (add "
@@ -131,7 +134,7 @@ def eval_data_config(cfg: DictConfig, loaded: LoadedModel, keys: set[str]) -> di
                 loaded.manifest or "<split.csv>",
             )
         return data
-    data.update(kind=loaded.data["kind"], root=loaded.data["root"])
+    data.update(kind=loaded.data["kind"], root=data["root"] if moved else loaded.data["root"])
     data["manifest"] = None if loaded.manifest is None else str(loaded.manifest)
     if loaded.manifest is None:
         log.warning(
