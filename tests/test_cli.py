@@ -42,6 +42,10 @@ def test_help_names_the_app_and_its_groups(tmp_path):
         (["experiment=demo", "optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
         (["experiment=demo", "optimizer.lr=fast"], ["optimizer.lr", "> 0"]),
         (["experiment=demo", "data.split.test=2.5"], ["data.split.test"]),
+        (
+            ["experiment=demo", "monitor=val/mAP"],
+            ["monitor='val/mAP'", "val/<loss|acc|acc_mean|map>"],
+        ),
     ],
 )
 def test_user_mistakes_end_in_one_line(tmp_path, overrides, words):

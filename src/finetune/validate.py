@@ -55,6 +55,13 @@ def validate_config(cfg: DictConfig) -> None:
     _require(
         cfg.monitor_mode in ("min", "max"), f"monitor_mode={cfg.monitor_mode!r}: use min or max"
     )
+    split, _, metric = str(cfg.monitor).partition("/")
+    _require(
+        split in ("val", "train_eval", "train")
+        and (metric in ("loss", "acc", "acc_mean", "map") or metric.startswith(("acc/", "ap/"))),
+        f"monitor={cfg.monitor!r} is not a logged metric: use val/<loss|acc|acc_mean|map> "
+        "(or val/acc/<class>, val/ap/<class>; train_eval/... and train/... too)",
+    )
     smoothing = cfg.model.label_smoothing
     _require(
         _is_number(smoothing) and 0 <= smoothing < 1,

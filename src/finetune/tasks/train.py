@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -69,7 +70,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
     trainer = build_trainer(cfg, run_dir, callbacks, logger)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    except MisconfigurationException as error:  # e.g. a class name in monitor= that is not there
+        raise UserError(f"Lightning stopped the run: {str(error).splitlines()[0][:300]}") from None
     best = checkpoint.best_model_path
     if not best:
         raise UserError(
@@ -94,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "value": float(checkpoint.best_model_score),
         },
         "best_checkpoint": str(best),
-        "best_epoch": int(Path(best).stem.removeprefix("epoch")) if "epoch" in best else None,
+        "best_epoch": int(Path(best).stem.removeprefix("epoch")),
         "epochs_run": trainer.current_epoch,
         "skipped_images": len(datamodule.skipped),
         "val": val,
