@@ -234,3 +234,21 @@ def test_demo_folder_is_written_once_in_the_scene_layout(tmp_path):
     assert materialise_demo(tmp_path / "demo") == root
     assert (root / items[0]).stat().st_mtime_ns == stamp
     shutil.rmtree(root)
+
+
+def test_evaluation_reads_only_the_split_it_scores(tmp_path):
+    root = make_scene_folder(tmp_path / "data", per_class=8)
+    trained = datamodule(root, run_dir=tmp_path / "run")
+    manifest = tmp_path / "run" / "split.csv"
+    # a training image breaks after training: evaluating the test split does not even read it
+    (root / trained.datasets["train"].items[0]).write_bytes(b"broken later")
+    test_only = ImageDataModule(
+        tiny_data_cfg(root, manifest=str(manifest)), seed=7, run_dir=tmp_path / "eval", only="test"
+    )
+    test_only.setup()
+    assert test_only.skipped == []
+    assert test_only.datasets["test"].items == trained.datasets["test"].items
+    assert len(test_only.datasets["train"]) == len(test_only.datasets["val"]) == 0
+    assert {
+        row.split(",")[2] for row in (tmp_path / "eval" / "split.csv").read_text().split()[1:]
+    } == {"test"}

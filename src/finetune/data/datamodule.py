@@ -52,7 +52,8 @@ def loader_settings(loader: dict[str, Any]) -> dict[str, Any]:
 class ImageDataModule(L.LightningDataModule):
     """Splits the data (or reuses a manifest), writes the manifest, and serves the loaders.
 
-    `run_dir` receives split.csv (and skipped_images.txt); None writes nothing (evaluation).
+    `run_dir` receives split.csv (and skipped_images.txt); None writes nothing. `only` names the
+    one split an evaluation needs: with a manifest, the other splits' images are not even read.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int,
         run_dir: Path | None = None,
         train_eval_images: int = 0,
+        only: str | None = None,
     ) -> None:
         super().__init__()
         self.cfg = data_cfg
@@ -69,6 +71,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.run_dir = run_dir
         self.train_eval_images = train_eval_images
+        self.only = only
         self.datasets: dict[str, Dataset] = {}
         self.skipped: list[str] = []
         if self.kind not in ("folder", "demo", "cifar10"):
@@ -114,6 +117,11 @@ class ImageDataModule(L.LightningDataModule):
         reader = FolderReader(self.root)
         if manifest:
             items, labels, splits = read_manifest(Path(manifest), self.class_names)
+            if self.only:  # evaluation: read (and decode-check) only the split it scores
+                keep = [i for i, split in enumerate(splits) if split == self.only]
+                items, labels, splits = (
+                    [values[i] for i in keep] for values in (items, labels, splits)
+                )
             missing = [item for item in items if not (self.root / item).is_file()]
             if missing:
                 raise UserError(
@@ -180,7 +188,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         sizes = {name: len(dataset) for name, dataset in self.datasets.items()}
         log.info("data %s (%d classes): %s", self.root, self.num_classes, sizes)
-        for split in ("train", "val"):
+        for split in ("train", "val") if self.only is None else ():
             if not len(self.datasets[split]):
                 raise UserError(f"the {split} split is empty: check data.split and the data")
 

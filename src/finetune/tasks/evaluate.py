@@ -307,7 +307,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     reference = load_reference(cfg.reference) if cfg.reference else None
     loaded = require_checkpoint(cfg)
     data_cfg = eval_data_config(cfg, loaded, override_keys(HydraConfig.get().overrides.task))
-    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir)
+    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, only=cfg.split)
     check_classes(loaded, datamodule.class_names, datamodule.root)
     datamodule.setup()
     dataset = datamodule.datasets[cfg.split]

@@ -10,8 +10,9 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
-from finetune.data.datamodule import ImageDataModule
+from finetune.data.datamodule import loader_settings
 from finetune.data.datasets import ImageDataset
 from finetune.data.folder import FolderReader
 from finetune.data.images import IMAGE_SUFFIXES, describe, is_image_name, split_readable
@@ -63,8 +64,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
     dataset = ImageDataset(FolderReader(root), items, [-1] * len(items), transform)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)  # for the loader settings
-    loader = ImageDataModule(data_cfg, cfg.seed).eval_loader(dataset)
+    loader_cfg = OmegaConf.to_container(cfg.data.loader, resolve=True)
+    loader = DataLoader(
+        dataset, batch_size=loader_cfg["eval_batch_size"], **loader_settings(loader_cfg)
+    )
     scores, seconds = softmax_scores(cfg, run_dir, loaded.net, loader)
     predictions = scores.argmax(dim=1).tolist()
     names = loaded.class_names
