@@ -9,7 +9,7 @@ RUN    ?= $(lastword $(sort $(wildcard outputs/train/*/*)))
 CKPT   ?= $(RUN)/best_model.pt
 ARGS   ?=
 
-.PHONY: help install demo train eval analyze test bench tensorboard lint clean
+.PHONY: help install demo train eval analyze test test-slow bench tensorboard lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,8 +35,11 @@ eval: $(STAMP)  ## evaluate the newest run's best_model.pt (or CKPT=...)
 analyze: $(STAMP)  ## feature-map statistics of the newest run's model (or CKPT=...)
 	$(PY) -m finetune mode=analyze ckpt=$(CKPT) $(ARGS)
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest -q $(ARGS)
+test: $(STAMP)  ## run the test suite (the few `slow` tests left out)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: $(STAMP)  ## run only the slow tests (minutes each)
+	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: $(STAMP)  ## measure loader, training, evaluation and start-up speed -> benchmarks/results.json
 	$(PY) benchmarks/run_all.py $(ARGS)

@@ -201,3 +201,15 @@ def trained_run(tmp_path_factory, scene_root) -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where torch sees a CUDA GPU; the rest of the suite runs anywhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -6,6 +6,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
+INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -70,6 +72,11 @@ def validate_config(cfg: DictConfig) -> None:
     _require(
         _is_number(cfg.tolerance) and cfg.tolerance >= 0,
         f"tolerance={cfg.tolerance!r} must be a number >= 0",
+    )
+    precision = str(cfg.inference.precision)
+    _require(
+        precision in INFERENCE_PRECISIONS,
+        f"inference.precision={precision!r}: use {' or '.join(INFERENCE_PRECISIONS)}",
     )
     for key in ("test", "val"):
         value = cfg.data.split[key]
