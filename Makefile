@@ -9,7 +9,7 @@ RUN    ?= $(lastword $(sort $(wildcard outputs/train/*/*)))
 CKPT   ?= $(RUN)/best_model.pt
 ARGS   ?=
 
-.PHONY: help install demo train eval analyze test test-slow bench tensorboard lint clean
+.PHONY: help install demo train eval analyze test test-slow bench device-check tensorboard lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,slurm]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package (editable) with the dev tools
@@ -43,6 +43,9 @@ test-slow: $(STAMP)  ## run only the slow tests (minutes each)
 
 bench: $(STAMP)  ## measure loader, training, evaluation and start-up speed -> benchmarks/results.json
 	$(PY) benchmarks/run_all.py $(ARGS)
+
+device-check: $(STAMP)  ## on a GPU host: GPU tests, demo with trainer=gpu (+compile), GPU speed -> benchmarks/device_check.json
+	$(PY) benchmarks/device_check.py $(ARGS)
 
 tensorboard: $(STAMP)  ## TensorBoard on all runs in outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
