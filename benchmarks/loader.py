@@ -85,9 +85,16 @@ def epoch_rates(loader: DataLoader, epochs: int) -> list[float]:
     return rates
 
 
+def per_worker(rates: list[float], workers: int) -> dict[str, Any] | None:
+    """Images/s each worker delivers (the loader's rate / workers): a model that trains R images/s
+    needs about R / this many workers to stay fed. None without workers (the main process loads).
+    """
+    return summary([rate / workers for rate in rates]) if workers else None
+
+
 def measure_loaders(settings: Settings, root: Path, workers: list[int]) -> list[dict[str, Any]]:
     """Images/s of the train loader (decode + random crop/flip) and the eval loader (decode +
-    resize/center crop) for each image size, batch size and worker count.
+    resize/center crop) for each image size, batch size and worker count, in all and per worker.
 
     The first epoch (worker start-up) is the warm-up; persistent workers live on after it.
     """
@@ -113,6 +120,7 @@ def measure_loaders(settings: Settings, root: Path, workers: list[int]) -> list[
                             "transform": transform,
                             "workers": count,
                             "images_per_s": summary(rates),
+                            "images_per_s_per_worker": per_worker(rates, count),
                             **memory.as_dict(),
                             "worker_rss_peak_mb": worker_peak,
                         }

@@ -158,6 +158,28 @@ def _overhead(overhead: dict[str, Any], training: list[dict[str, Any]]) -> list[
     ]
 
 
+def _per_worker(cell: dict[str, Any] | None) -> str:
+    return "–" if cell is None else _rate(cell)
+
+
+def _train_per_worker(rows: list[dict[str, Any]]) -> str:
+    """The training pipeline's images/s per worker at the most workers measured, per config."""
+    most = max(row["workers"] for row in rows)
+    if most == 0:
+        return "Only the main process loaded (workers 0): no per-worker figures."
+    figures = [
+        f"{row['image_size']}px b{row['batch']}: {row['images_per_s_per_worker']['median']:.0f}"
+        for row in rows
+        if row["transform"] == "train" and row["workers"] == most
+    ]
+    return (
+        f"Training pipeline, images/s per worker at {most} worker{'s' * (most > 1)}: "
+        f"{', '.join(figures)}. "
+        "A model that trains R images/s needs about R / that many workers, each on a free core "
+        "like these (the main process, which feeds the model, needs its own)."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine, settings, answer = results["machine"], results["settings"], results["answers"]
     loader = results["loader"]
@@ -241,7 +263,16 @@ def markdown(results: dict[str, Any]) -> str:
         "warm-up. Worker RSS counts pages shared with the main process.",
         "",
         *_table(
-            ["size", "batch", "transform", "workers", "img/s", "main RSS MB", "worker RSS MB"],
+            [
+                "size",
+                "batch",
+                "transform",
+                "workers",
+                "img/s",
+                "img/s per worker",
+                "main RSS MB",
+                "worker RSS MB",
+            ],
             [
                 [
                     row["image_size"],
@@ -249,12 +280,15 @@ def markdown(results: dict[str, Any]) -> str:
                     row["transform"],
                     row["workers"],
                     _rate(row["images_per_s"]),
+                    _per_worker(row["images_per_s_per_worker"]),
                     _rss(row),
                     _mb(row["worker_rss_peak_mb"]),
                 ]
                 for row in loader["rows"]
             ],
         ),
+        "",
+        _train_per_worker(loader["rows"]),
         "",
         "Per image, one thread (as in a worker), milliseconds:",
         "",
