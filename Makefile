@@ -9,7 +9,7 @@ RUN    ?= $(lastword $(sort $(wildcard outputs/train/*/*)))
 CKPT   ?= $(RUN)/best_model.pt
 ARGS   ?=
 
-.PHONY: help install demo train eval analyze test test-slow bench device-check tensorboard lint clean
+.PHONY: help install demo train eval analyze test test-slow bench parity device-check tensorboard lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test-slow: $(STAMP)  ## run only the slow tests (minutes each)
 
 bench: $(STAMP)  ## measure loader, training, evaluation and start-up speed -> benchmarks/results.json
 	$(PY) benchmarks/run_all.py $(ARGS)
+
+parity: $(STAMP)  ## fp32 vs the automatic bf16 setting, 3 seeds x 2 data sets -> benchmarks/parity.json (~15 min)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/parity.py $(ARGS)
 
 device-check: $(STAMP)  ## on a GPU host: GPU tests, demo with trainer=gpu (+compile), GPU speed -> benchmarks/device_check.json
 	$(PY) benchmarks/device_check.py $(ARGS)

@@ -1,0 +1,85 @@
+"""The fastest correct numeric setting for the processor at hand, chosen once at the start of
+training: bf16-mixed autocast + channels-last where the device computes bfloat16 natively
+(a CPU with AMX or AVX512-BF16; a CUDA GPU with bf16 support), float32 elsewhere.
+
+`trainer.precision=auto` and `model.channels_last=auto` ask for that choice; any explicit value
+(`trainer.precision=32-true`, `model.channels_last=false`) always wins.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+AUTO = "auto"
+FAST = "bf16-mixed"
+PLAIN = "32-true"
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """What training runs in, and why: recorded in the log, metrics.json and best_model.pt."""
+
+    precision: str
+    channels_last: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "reason": self.reason,
+        }
+
+
+def cpu_bf16() -> str | None:
+    """The CPU feature that computes bfloat16 natively (AMX, AVX512-BF16), or None."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX512-BF16"
+    return None
+
+
+def _device_kind(accelerator: str) -> str:
+    """cuda, cpu or other, as Lightning will resolve trainer.accelerator."""
+    if accelerator in ("gpu", "cuda"):
+        return "cuda"
+    if accelerator == AUTO:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu" if accelerator == "cpu" else "other"
+
+
+def _native_bf16(device: str) -> tuple[bool, str]:
+    """Whether `device` computes bfloat16 natively, and the reason in words."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU is visible"
+        name = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported():
+            return True, f"the GPU ({name}) supports bfloat16"
+        return False, f"the GPU ({name}) has no bfloat16 support"
+    if device == "cpu":
+        feature = cpu_bf16()
+        if feature:
+            return True, f"this CPU computes bfloat16 natively ({feature})"
+        return False, "this CPU has no native bfloat16 (neither AMX nor AVX512-BF16)"
+    return False, "the accelerator is neither a CPU nor a CUDA GPU"
+
+
+def choose_numerics(accelerator: str, precision: Any, channels_last: Any) -> Numerics:
+    """Resolve `auto` in trainer.precision and model.channels_last for `accelerator`."""
+    precision = str(precision)
+    explicit_precision = precision != AUTO
+    explicit_layout = channels_last != AUTO
+    if explicit_precision and explicit_layout:
+        return Numerics(precision, bool(channels_last), "as set in the config")
+    native, why = _native_bf16(_device_kind(str(accelerator)))
+    chosen_precision = precision if explicit_precision else (FAST if native else PLAIN)
+    chosen_layout = bool(channels_last) if explicit_layout else native
+    parts = []
+    if not explicit_precision:
+        parts.append(f"precision {chosen_precision}")
+    if not explicit_layout:
+        parts.append(f"channels-last {'on' if chosen_layout else 'off'}")
+    return Numerics(chosen_precision, chosen_layout, f"{' and '.join(parts)}: {why}")
