@@ -34,9 +34,11 @@ def test_quick_run_writes_results_and_report(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     report = (tmp_path / "RESULTS.md").read_text()
     assert report.strip() in result.stdout  # the printed table is the report
+    assert "img/s per worker" in report
 
     settings = results["settings"]
-    auto = min(os.cpu_count(), 8)  # data.loader.num_workers=auto, computed independently
+    # data.loader.num_workers=auto, computed independently: the usable CPUs less the main one
+    auto = max(1, len(os.sched_getaffinity(0)) - 1)
     loader = results["loader"]
     assert loader["default_workers"] == auto
     measured = {(r["image_size"], r["batch"], r["transform"], r["workers"]) for r in loader["rows"]}
@@ -54,6 +56,10 @@ def test_quick_run_writes_results_and_report(tmp_path):
         assert len(row["images_per_s"]["values"]) == settings["reps"]
         assert row["rss_peak_mb"] >= row["rss_start_mb"] > 0
         assert (row["worker_rss_peak_mb"] is None) == (row["workers"] == 0)
+        assert (row["images_per_s_per_worker"] is None) == (row["workers"] == 0)
+        if row["workers"]:
+            per_worker = [v / row["workers"] for v in row["images_per_s"]["values"]]
+            assert row["images_per_s_per_worker"]["values"] == pytest.approx(per_worker, abs=1e-3)
     for part in ("training", "evaluation"):
         assert len(results[part]) == len(settings["sizes"]) * len(settings["batches"])
         for row in results[part]:

@@ -2,6 +2,8 @@
 the ImageNet-val folder, transforms, and the demo folder."""
 
 import collections
+import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -11,11 +13,11 @@ import torch
 from PIL import Image
 
 from finetune.data.cifar10 import CifarReader, read_batches, read_class_names
-from finetune.data.datamodule import ImageDataModule
+from finetune.data.datamodule import ImageDataModule, loader_settings
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import scan_folder
 from finetune.data.imagenet_val import imagenet_items
-from finetune.data.images import load_rgb
+from finetune.data.images import load_rgb, split_readable
 from finetune.data.splits import read_manifest, stratified_split
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
@@ -252,3 +254,162 @@ def test_evaluation_reads_only_the_split_it_scores(tmp_path):
     assert {
         row.split(",")[2] for row in (tmp_path / "eval" / "split.csv").read_text().split()[1:]
     } == {"test"}
+
+
+# -- broken data is skipped; an I/O error is not "a broken image" ---------------------------------
+def test_broken_data_of_every_kind_counts_as_not_an_image(tmp_path, monkeypatch):
+    good = tmp_path / "good.png"
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(noise).save(good)
+    (tmp_path / "truncated.png").write_bytes(good.read_bytes()[:200])  # OSError, errno None
+    big = tmp_path / "bomb.png"  # over twice Image.MAX_IMAGE_PIXELS: a decompression bomb
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)
+    keep, bad = split_readable(tmp_path, ["good.png", "truncated.png", "bomb.png"])
+    assert keep == [0]
+    assert set(bad) == {"truncated.png", "bomb.png"}
+    assert "DecompressionBomb" in bad["bomb.png"]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: path.mkdir(), "Is a directory"),
+        (lambda path: None, "No such file"),  # gone between listing and checking
+    ],
+)
+def test_io_error_during_the_check_stops_naming_file_and_reason(tmp_path, make, reason):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "ok.png")
+    make(tmp_path / "x.jpg")
+    with pytest.raises(UserError, match=reason) as raised:
+        split_readable(tmp_path, ["ok.png", "x.jpg"])
+    message = str(raised.value)
+    assert str(tmp_path / "x.jpg") in message and "\n" not in message
+
+
+def test_too_many_open_files_stops_instead_of_dropping_images(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"{i}.png")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # the next open(): EMFILE
+    try:
+        with pytest.raises(UserError, match="Too many open files"):
+            split_readable(tmp_path, ["0.png", "1.png", "2.png"], threads=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_unreadable_permissions_stop_the_datamodule(tmp_path):
+    root = make_scene_folder(tmp_path / "data", per_class=4)
+    locked = root / "sea" / "img_001.jpg"
+    locked.chmod(0)
+    try:
+        try:
+            locked.open("rb").close()
+            pytest.skip("this user reads files whatever their permissions (root)")
+        except PermissionError:
+            pass
+        with pytest.raises(UserError, match="Permission denied") as raised:
+            datamodule(root, split={"test": 6, "val": 6, "seed": 1})
+        assert "img_001.jpg" in str(raised.value)
+    finally:
+        locked.chmod(0o644)
+
+
+# -- every class in every split -----------------------------------------------------------------
+def test_class_left_without_readable_images_is_refused(tmp_path):
+    root = make_scene_folder(tmp_path / "data", per_class=6)
+    for path in (root / "glacier").iterdir():
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="glacier") as raised:
+        datamodule(root)
+    assert "no readable images" in str(raised.value)
+
+
+def test_split_lacking_a_class_is_refused_naming_class_and_split(tmp_path):
+    root = make_scene_folder(tmp_path / "data", per_class=20, classes=["forest", "sea"])
+    make_scene_folder(root, per_class=2, classes=["glacier"])  # too few to reach every split
+    with pytest.raises(UserError, match=r"val split has no image of class 'glacier'"):
+        datamodule(root, split={"test": 4, "val": 4, "seed": 0})
+
+
+def test_manifest_split_lacking_a_class_is_refused_also_for_one_split(tmp_path):
+    root = make_scene_folder(tmp_path / "data", per_class=8)
+    datamodule(root, run_dir=tmp_path / "run")
+    rows = (tmp_path / "run" / "split.csv").read_text().splitlines()
+    # every test image of "sea" moves to train: the test split lacks "sea"
+    edited = [rows[0]] + [
+        row.replace(",test", ",train") if row.startswith("sea/") else row for row in rows[1:]
+    ]
+    manifest = tmp_path / "edited.csv"
+    manifest.write_text("\n".join(edited) + "\n")
+    with pytest.raises(UserError, match=r"test split has no image of class 'sea'"):
+        datamodule(root, manifest=str(manifest))
+    test_only = ImageDataModule(tiny_data_cfg(root, manifest=str(manifest)), seed=7, only="test")
+    with pytest.raises(UserError, match=r"test split has no image of class 'sea'"):
+        test_only.setup()
+    val_only = ImageDataModule(tiny_data_cfg(root, manifest=str(manifest)), seed=7, only="val")
+    val_only.setup()  # the split evaluated holds every class: fine
+    assert len(val_only.datasets["val"]) == 6
+
+
+def test_train_eval_subset_is_stratified_and_holds_every_class(tmp_path):
+    root = tmp_path / "data"
+    for name, count in (("a", 40), ("b", 12), ("c", 5)):
+        make_scene_folder(root, per_class=count, classes=[name])
+    cfg = tiny_data_cfg(root, split={"test": 6, "val": 6, "seed": 0})
+    module = ImageDataModule(cfg, seed=3, train_eval_images=3)
+    module.setup()
+    train, subset = module.datasets["train"], module.datasets["train_eval"]
+    assert sorted(subset.labels) == [0, 1, 2]
+    assert set(subset.items) <= set(train.items)
+    assert subset.items == [item for item in train.items if item in set(subset.items)]
+    module = ImageDataModule(cfg, seed=3, train_eval_images=20)
+    module.setup()
+    train, subset = module.datasets["train"], module.datasets["train_eval"]
+    counts = collections.Counter(subset.labels)
+    shares = collections.Counter(train.labels)
+    assert sum(counts.values()) == 20 and set(counts) == {0, 1, 2}
+    for label, count in counts.items():  # proportional, one per class first
+        assert abs(count - 20 * shares[label] / len(train)) <= 1.5, (label, count)
+    again = ImageDataModule(cfg, seed=3, train_eval_images=20)
+    again.setup()
+    assert again.datasets["train_eval"].items == subset.items  # seeded
+    with pytest.raises(UserError, match="train_eval_images=2 .* 3 classes"):
+        ImageDataModule(cfg, seed=3, train_eval_images=2).setup()
+
+
+# -- deep and float gray ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "pixels"),
+    [
+        ("float.tif", np.linspace(0.0, 1.0, 600, dtype=np.float32)),  # mode F, 0..1
+        ("float_wide.tif", np.linspace(-3.0, 500.0, 600, dtype=np.float32)),  # mode F
+        ("int32.tif", np.linspace(0, 4095, 600).astype(np.int32)),  # mode I, 12-bit values
+        ("twelve_bit.png", np.linspace(0, 4095, 600).astype(np.uint16)),  # mode I;16
+    ],
+)
+def test_deep_and_float_gray_keeps_its_range_and_order(tmp_path, name, pixels):
+    path = tmp_path / name
+    Image.fromarray(pixels.reshape(20, 30)).save(path)
+    rgb = np.asarray(load_rgb(path)).astype(int)
+    gray = rgb[..., 0].reshape(-1)
+    assert (rgb == rgb[..., :1]).all()
+    assert gray.min() == 0 and gray.max() == 255  # the gradient spans black to white
+    assert (np.diff(gray) >= 0).all()  # brighter values stay brighter
+
+
+# -- loader workers -----------------------------------------------------------------------------
+def test_auto_workers_use_the_cpus_this_process_may_run_on(monkeypatch):
+    loader = tiny_data_cfg(Path("x"))["loader"] | {"num_workers": "auto"}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert loader_settings(loader)["num_workers"] == 15  # no cap at 8; one core for the main
+    assert loader_settings(loader, processes=4)["num_workers"] == 3  # 4 DDP ranks share 16 CPUs
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert loader_settings(loader)["num_workers"] == 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    assert loader_settings(loader)["num_workers"] == 63
+    assert loader_settings(loader | {"num_workers": 3})["num_workers"] == 3

@@ -6,11 +6,14 @@ import lightning as L
 import torch
 from torch import nn
 
+from finetune.errors import UserError
 from finetune.metrics import ClassificationMetrics, flatten
 from finetune.network import build_network
 
 # validation dataloader index -> the name its metrics are logged under
 VAL_LOADERS = ("val", "train_eval")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("none", "cosine", "step")
 PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
 
 
@@ -32,7 +35,11 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = build_network(
-            len(class_names), model["weights"], model["head_seed"], model["freeze_backbone"]
+            len(class_names),
+            model["weights"],
+            model["head_seed"],
+            model["freeze_backbone"],
+            model.get("weights_url"),  # absent from checkpoints written before the key existed
         )
         if model.get("channels_last"):
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -97,17 +104,35 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch(("test",))
 
+    def train(self, mode: bool = True) -> "ImageClassifier":
+        """With model.freeze_backbone, training mode reaches the head only: the backbone stays in
+        eval mode, so its BatchNorm running statistics never change (a true linear probe)."""
+        super().train(mode)
+        if mode and self.hparams.model.get("freeze_backbone"):
+            for name, module in self.net.named_children():
+                if name != "fc":
+                    module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning does not call train() when fit starts (only restores modes after validation)
+        self.train()
+
     def configure_optimizers(self) -> dict[str, Any]:
         opt = dict(self.hparams.optimizer)
         name = opt.pop("name")
+        if name not in OPTIMIZERS:
+            raise UserError(f"optimizer.name={name!r} is unknown: use {' or '.join(OPTIMIZERS)}")
+        sched = dict(self.hparams.scheduler)
+        kind = sched.pop("name")
+        if kind not in SCHEDULERS:
+            raise UserError(f"scheduler.name={kind!r} is unknown: use {', '.join(SCHEDULERS)}")
         params = [p for p in self.net.parameters() if p.requires_grad]
         if name == "sgd":
             optimizer = torch.optim.SGD(params, **opt)
         else:
             opt["betas"] = tuple(opt["betas"])
             optimizer = torch.optim.AdamW(params, **opt)
-        sched = dict(self.hparams.scheduler)
-        kind = sched.pop("name")
         if kind == "none":
             return {"optimizer": optimizer}
         if kind == "cosine":

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from finetune.data.datasets import EpochSeededSampler, ImageDataset, Reader
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import FolderReader, class_folders, scan_folder
 from finetune.data.images import describe, split_readable
-from finetune.data.splits import read_manifest, stratified_split, write_manifest
+from finetune.data.splits import (
+    read_manifest,
+    stratified_split,
+    stratified_subset,
+    write_manifest,
+)
 from finetune.data.transforms import eval_transform, train_transform
 from finetune.errors import UserError
 from finetune.io import write_text
@@ -33,11 +39,23 @@ def data_root(data_cfg: dict[str, Any]) -> Path:
     return Path(os.path.expanduser(str(data_cfg["root"])))
 
 
-def loader_settings(loader: dict[str, Any]) -> dict[str, Any]:
-    """DataLoader keyword arguments from `data.loader` ("auto" workers: min(CPUs, 8); "auto"
+def auto_workers(processes: int = 1) -> int:
+    """Loader workers for `num_workers=auto`: the CPUs this process may run on (its affinity mask:
+    a container or `taskset` limit, which os.cpu_count ignores), shared among the `processes`
+    training on this machine (DDP ranks), less one core each for the main process that runs the
+    model, and at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(processes, 1) - 1)
+
+
+def loader_settings(loader: dict[str, Any], processes: int = 1) -> dict[str, Any]:
+    """DataLoader keyword arguments from `data.loader` ("auto" workers: see auto_workers; "auto"
     pinned memory: when a GPU is there)."""
     workers = loader["num_workers"]
-    workers = min(os.cpu_count() or 1, 8) if workers == "auto" else int(workers)
+    workers = auto_workers(processes) if workers == "auto" else int(workers)
     pin = loader["pin_memory"]
     kwargs: dict[str, Any] = {
         "num_workers": workers,
@@ -133,6 +151,7 @@ class ImageDataModule(L.LightningDataModule):
             splits = None
         items, labels, splits = self._drop_unreadable(items, labels, splits)
         if splits is None:
+            self._require_images_of_every_class(labels)
             splits = stratified_split(
                 labels, test=split_cfg["test"], val=split_cfg["val"], seed=split_cfg["seed"]
             )
@@ -154,6 +173,34 @@ class ImageDataModule(L.LightningDataModule):
         pick = lambda values: None if values is None else [values[i] for i in keep]  # noqa: E731
         return pick(items), pick(labels), pick(splits)
 
+    def _skipped_note(self) -> str:
+        return f" ({len(self.skipped)} unreadable file(s) skipped)" if self.skipped else ""
+
+    def _require_images_of_every_class(self, labels: list[int]) -> None:
+        """A class whose every file was skipped would vanish from all metrics: refuse."""
+        present = set(labels)
+        for label, name in enumerate(self.class_names):
+            if label not in present:
+                raise UserError(
+                    f"class {name!r} has no readable images under {self.root}"
+                    f"{self._skipped_note()}: add images to {self.root / name} or remove it"
+                )
+
+    def _require_every_class(self, split: str, labels: list[int], everywhere: list[int]) -> None:
+        """A split that lacks a class would score it as NaN, silently dropped from the means."""
+        present = set(labels)
+        for label, name in enumerate(self.class_names):
+            if label in present:
+                continue
+            if self.cfg.get("manifest"):
+                fix = f"manifest {self.cfg['manifest']} puts none there{self._skipped_note()}"
+            else:
+                fix = (
+                    f"its {everywhere.count(label)} image(s) are too few to reach every split: "
+                    "add images of it, or change data.split.test / data.split.val"
+                )
+            raise UserError(f"the {split} split has no image of class {name!r}: {fix}")
+
     @rank_zero_only
     def _write_manifest(self, items, labels, splits) -> None:
         if self.run_dir is None:
@@ -172,25 +219,41 @@ class ImageDataModule(L.LightningDataModule):
         train_tf = train_transform(c["image_size"], c["train_crop_scale"], c["mean"], c["std"])
         eval_tf = eval_transform(c["image_size"], c["resize_size"], c["mean"], c["std"])
         splits_arr = np.asarray(splits)
+        datasets: dict[str, ImageDataset] = {}
         for split in ("train", "val", "test"):
             index = np.flatnonzero(splits_arr == split)
             transform = train_tf if split == "train" else eval_tf
-            self.datasets[split] = ImageDataset(
+            datasets[split] = ImageDataset(
                 reader, [items[i] for i in index], [labels[i] for i in index], transform, self.seed
             )
-        train = self.datasets["train"]
-        if self.train_eval_images and len(train):
-            rng = np.random.default_rng(self.seed)
-            count = min(self.train_eval_images, len(train))
-            chosen = np.sort(rng.choice(len(train), size=count, replace=False))
-            self.datasets["train_eval"] = ImageDataset(
-                reader, [train.items[i] for i in chosen], [train.labels[i] for i in chosen], eval_tf
-            )
-        sizes = {name: len(dataset) for name, dataset in self.datasets.items()}
-        log.info("data %s (%d classes): %s", self.root, self.num_classes, sizes)
+        # the splits in use must hold every class: all non-empty ones, or the one evaluated
         for split in ("train", "val") if self.only is None else ():
-            if not len(self.datasets[split]):
+            if not len(datasets[split]):
                 raise UserError(f"the {split} split is empty: check data.split and the data")
+        for split in (self.only,) if self.only else ("train", "val", "test"):
+            if len(datasets[split]):
+                self._require_every_class(split, datasets[split].labels, labels)
+        if self.train_eval_images and self.only is None:
+            datasets["train_eval"] = self._train_eval_subset(datasets["train"], eval_tf)
+        self.datasets = datasets
+        sizes = {name: len(dataset) for name, dataset in datasets.items()}
+        log.info("data %s (%d classes): %s", self.root, self.num_classes, sizes)
+
+    def _train_eval_subset(self, train: ImageDataset, transform: Callable) -> ImageDataset:
+        """A fixed, stratified subset of train_eval_images training images (every class in it),
+        seen with the evaluation transform."""
+        if self.train_eval_images < self.num_classes:
+            raise UserError(
+                f"train_eval_images={self.train_eval_images} cannot hold one image of each of the "
+                f"{self.num_classes} classes: set it to at least {self.num_classes}, or 0 (off)"
+            )
+        chosen = stratified_subset(train.labels, self.train_eval_images, self.seed)
+        return ImageDataset(
+            train.reader,
+            [train.items[i] for i in chosen],
+            [train.labels[i] for i in chosen],
+            transform,
+        )
 
     # -- loaders ---------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -198,7 +261,8 @@ class ImageDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        return loader_settings(self.cfg["loader"])
+        trainer = getattr(self, "trainer", None)
+        return loader_settings(self.cfg["loader"], trainer.num_devices if trainer else 1)
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """Sequential, unpadded: each image once, in manifest order (sharded under DDP)."""

@@ -1,12 +1,17 @@
 """Reading any image file as 8-bit RGB, and finding the files that cannot be read."""
 
+import errno
 import logging
+import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from PIL.Image import DecompressionBombError
+
+from finetune.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +31,17 @@ def list_images(folder: Path) -> list[Path]:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode (1, L, LA, P, RGBA, CMYK, I;16, I, F, ...) as 8-bit RGB.
 
-    16-bit and 32-bit gray are rescaled to 0-255 (PIL's own convert would clip them to white);
-    transparency is composited over black so that no hidden pixels leak into the image.
+    Deep gray has no fixed white, so it is scaled to 0-255 by a rule, not clipped (PIL's own
+    convert clips 16-bit values to white and float 0..1 to black): float images whose values all
+    lie in [0, 1] follow the float convention (0 black, 1 white, a dark image stays dark); any
+    other deep image (16- or 32-bit integers, e.g. 12-bit data, or floats outside [0, 1]) is
+    stretched linearly from its own minimum (black) to its maximum (white), which keeps the order
+    of the pixel values; a constant image becomes black. NaN counts as the minimum, infinities as
+    the extremes. Transparency is composited over black so that no hidden pixels leak in.
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / peak * 255.0, 0, 255).astype(np.uint8)
-        image = Image.fromarray(array, mode="L")
+        pixels = _deep_gray_to_8bit(np.asarray(image, dtype=np.float64), image.mode == "F")
+        image = Image.fromarray(pixels, mode="L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -43,6 +51,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _deep_gray_to_8bit(array: np.ndarray, is_float: bool) -> np.ndarray:
+    finite = array[np.isfinite(array)]
+    if not finite.size:
+        return np.zeros(array.shape, np.uint8)
+    low, high = float(finite.min()), float(finite.max())
+    if is_float and 0.0 <= low and high <= 1.0:
+        low, high = 0.0, 1.0
+    array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
+    scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def load_rgb(path: Path) -> Image.Image:
     """Decode the whole file (truncated files fail here, not later) and return RGB."""
     with Image.open(path) as image:
@@ -50,12 +70,27 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(image)
 
 
+# What PIL raises for broken or hostile image data while it identifies or decodes a file (its own
+# fuzz tests catch the same). An OSError is one of them only without an errno: PIL raises bare
+# OSError("image file is truncated ..."), UnidentifiedImageError, "broken data stream ...", while
+# the operating system's errors (EACCES, ENOENT, EISDIR, EMFILE, EIO, ...) carry an errno.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, DecompressionBombError)
+
+
 def _decode_problem(path: Path) -> str | None:
+    """None if `path` decodes, else why its data is broken; an I/O error is a UserError, since
+    skipping would silently drop images that are fine (a whole class, for a permission error)."""
     try:
         with Image.open(path) as image:
             image.load()
         return None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except DECODE_ERRORS as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            code = errno.errorcode.get(error.errno, str(error.errno))
+            raise UserError(
+                f"cannot read {path}: {error.strerror or error} ({code}): an I/O error, not a "
+                "broken image; fix it (permissions, open-file limit `ulimit -n`, disk) and rerun"
+            ) from None
         detail = str(error).splitlines()[0] if str(error) else ""
         return f"{type(error).__name__}: {detail}".rstrip(": ")
 
@@ -64,7 +99,8 @@ def split_readable(
     root: Path, items: Sequence[str], threads: int = 8
 ) -> tuple[list[int], dict[str, str]]:
     """Decode every `root / item` (in threads: PIL releases the GIL); return the indices of
-    the items that decode and {item: reason} for those that do not."""
+    the items that decode and {item: reason} for those whose data is broken. A file that cannot
+    be read at all (permissions, too many open files, ...) raises a UserError naming it."""
     if items:
         log.info("checking that %d images decode ...", len(items))
     with ThreadPoolExecutor(max_workers=threads) as pool:

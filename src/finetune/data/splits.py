@@ -48,6 +48,28 @@ def stratified_split(
     return assigned.tolist()
 
 
+def stratified_subset(labels: Sequence[int], count: int, seed: int) -> list[int]:
+    """Sorted indices of `count` items holding every class: one of each, then the rest shared in
+    proportion to the class sizes (largest remainders), drawn at random with `seed`."""
+    labels = np.asarray(labels)
+    if count >= len(labels):
+        return list(range(len(labels)))
+    classes, sizes = np.unique(labels, return_counts=True)
+    if count < len(classes):
+        raise ValueError(f"{count} items cannot hold {len(classes)} classes")
+    # after one per class, class c gets its share of the rest: at most sizes[c] - 1
+    shares = (count - len(classes)) * (sizes - 1) / (len(labels) - len(classes))
+    quotas = 1 + np.floor(shares).astype(int)
+    by_remainder = np.argsort(-(shares - np.floor(shares)), kind="stable")
+    quotas[by_remainder[: count - quotas.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(labels == label), size=quota, replace=False)
+        for label, quota in zip(classes, quotas, strict=True)
+    ]
+    return sorted(int(i) for i in np.concatenate(chosen))
+
+
 def write_manifest(
     path: Path,
     items: Sequence[str],
