@@ -4,12 +4,22 @@ every mistake is one line with a non-zero exit and no traceback."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY, assert_one_line_error, class_colour_image, make_scene_folder, run_cli
+from finetune.errors import UserError
+
+from conftest import (
+    REPO,
+    TINY,
+    assert_one_line_error,
+    class_colour_image,
+    make_scene_folder,
+    run_cli,
+)
 
 QUICK = ["model.weights=none", "trainer.max_epochs=1", "train_eval_images=0", *TINY]
 
@@ -100,8 +110,14 @@ def test_refuse_instead_of_skip_when_asked(tmp_path):
     assert_one_line_error(result, "3 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
 
 
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_path, scene_root):
-    before = {p.name: p.read_bytes() for p in trained_run.glob("*") if p.is_file()}
+    """Refused before Hydra writes anything: .hydra/*.yaml, the log and the results unchanged."""
+    before = files_under(trained_run)
+    assert {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= set(before)
     result = run_cli(
         "mode=train",
         f"data.root={scene_root}",
@@ -111,9 +127,52 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
         *QUICK,
         cwd=tmp_path,
     )
-    assert_one_line_error(result, "already exists and is kept")
-    for name in ("best_model.pt", "split.csv", "metrics.json"):
-        assert (trained_run / name).read_bytes() == before[name]
+    assert_one_line_error(result, str(trained_run), "already exists and is kept")
+    assert result.returncode == 2
+    assert files_under(trained_run) == before
+
+
+def test_an_empty_folder_made_by_the_user_is_a_fine_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = run_cli("experiment=demo", "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_one_line_error(result, "optimizer.lr")  # the run started: the config was checked
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_sweep_into_a_used_sweep_folder_is_refused(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "0").mkdir(parents=True)
+    (sweep_dir / "0" / "metrics.json").write_text("{}")
+    before = files_under(sweep_dir)
+    result = run_cli(
+        "-m",
+        "experiment=demo",
+        "optimizer.lr=0.1,0.01",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, str(sweep_dir), "already exists and is kept", "hydra.sweep.dir")
+    assert result.returncode == 2
+    assert files_under(sweep_dir) == before
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "RANK"])
+def test_a_distributed_child_joins_the_run_folder_of_its_rank_0(tmp_path, monkeypatch, variable):
+    """Lightning's DDP launcher re-runs the command with hydra.run.dir=<rank 0's folder>."""
+    from finetune.choices import check_command_line
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "finetune.log").write_text("rank 0 started\n")
+    argv = [f"hydra.run.dir={run_dir}"]
+    for name in ("LOCAL_RANK", "NODE_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(UserError, match="already exists and is kept"):
+        check_command_line(argv, REPO / "conf")
+    monkeypatch.setenv(variable, "1")
+    check_command_line(argv, REPO / "conf")
 
 
 @pytest.mark.parametrize(

@@ -3,23 +3,69 @@ and the configs found from an editable and from a normal (non-editable) install.
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from finetune.errors import UserError
 
 from conftest import REPO, assert_one_line_error, cli_env, run_cli
 
 
+def imported_modules(*arguments: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the CLI under `python -X importtime` and return the top-level modules it imported."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "finetune", *arguments],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return result, modules
+
+
+def assert_hydra_error_in_one_line(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit 2 and stderr is exactly one `error:` line (Hydra's own report would be 2-20 lines)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
 def test_cfg_job_prints_the_composed_config_quickly(tmp_path):
-    started = time.perf_counter()
-    result = run_cli("--cfg", "job", "data=cifar10", "optimizer.lr=0.01", cwd=tmp_path)
-    elapsed = time.perf_counter() - started
-    assert result.returncode == 0, result.stderr
+    result, modules = imported_modules(
+        "--cfg", "job", "data=cifar10", "optimizer.lr=0.01", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "kind: cifar10" in result.stdout and "lr: 0.01" in result.stdout
     assert "mode: train" in result.stdout
-    assert elapsed < 10, f"--cfg job took {elapsed:.1f}s: heavy imports before composition?"
+    assert "hydra" in modules and "omegaconf" in modules  # the import log was read
+    assert not {"torch", "lightning", "torchvision"} & modules, "heavy imports before composition"
     assert not (tmp_path / "outputs").exists()  # printing the config writes nothing
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--help"], ["trainer.max_epoch=3"], ["hydra.run.dir={tmp}/run"]],
+    ids=["help", "unknown-key", "existing-run-folder"],
+)
+def test_help_and_command_line_errors_import_neither_torch_nor_lightning(tmp_path, arguments):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    arguments = [argument.format(tmp=tmp_path) for argument in arguments]
+    result, modules = imported_modules(*arguments, cwd=tmp_path)
+    assert "hydra" in modules, result.stderr[-3000:]
+    assert not {"torch", "lightning", "torchvision"} & modules
 
 
 def test_help_names_the_app_and_its_groups(tmp_path):
@@ -49,12 +95,157 @@ def test_help_names_the_app_and_its_groups(tmp_path):
     ],
 )
 def test_user_mistakes_end_in_one_line(tmp_path, overrides, words):
-    assert_one_line_error(run_cli(*overrides, cwd=tmp_path), *words)
+    result = run_cli(*overrides, cwd=tmp_path)
+    assert_one_line_error(result, *words)
+    assert result.returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (
+            ["trainer.max_epoch=3"],
+            ["unknown key trainer.max_epoch", "trainer.max_epochs", "+trainer.max_epoch=3"],
+        ),
+        (["trainer.max_epoch=3"], ["+trainer.<flag>", "lightning"]),
+        (["data.rootx=/x"], ["unknown key data.rootx", "did you mean data.root"]),
+        (["lr=0.1"], ["unknown key lr", "optimizer.lr"]),
+        (["hydra.run.dirr=x"], ["unknown key hydra.run.dirr", "hydra.run.dir"]),
+        (["-m", "trainer.max_epoch=1,2"], ["unknown key trainer.max_epoch", "trainer.max_epochs"]),
+        (["--cfg", "job", "trainer.max_epoch=3"], ["trainer.max_epochs"]),
+        (["optimizer.lr=[1,2"], ["bad override 'optimizer.lr=[1,2'"]),
+        (["=3"], ["bad override '=3'", "key=value"]),
+        (["foo"], ["bad override 'foo'", "key=value"]),
+        (["optimizer.lr=0.1,0.01"], ["optimizer.lr=0.1,0.01", "--multirun"]),
+        (["+trainer.max_epochs=3"], ["trainer.max_epochs", "++trainer.max_epochs=3"]),
+        (["~trainer.no_such_flag"], ["trainer.no_such_flag"]),
+        (["hydra/launcher=nope"], ["hydra/launcher/nope", "basic"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+        (["-m", "--cfg", "job"], ["only one of"]),
+    ],
+)
+def test_hydra_errors_end_in_one_line_and_write_nothing(tmp_path, overrides, words):
+    assert_hydra_error_in_one_line(run_cli(*overrides, cwd=tmp_path), *words)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_full_hydra_error_is_still_available_for_debugging(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune", "trainer.max_epoch=3"],
+        cwd=tmp_path,
+        env=cli_env() | {"HYDRA_FULL_ERROR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key", "value"),
+    [
+        (["+trainer.max_time=00:00:10:00"], "trainer.max_time", "00:00:10:00"),
+        (["++trainer.max_epochs=3"], "trainer.max_epochs", 3),
+        (["~trainer.max_steps"], "trainer.max_steps", None),
+        (["hydra.job.chdir=false", "hydra/launcher=local"], "mode", "train"),
+    ],
+)
+def test_valid_command_lines_still_compose(tmp_path, arguments, key, value):
+    """Hydra's grammar (+, ++, ~, hydra.* keys and hydra/ groups) passes the pre-check."""
+    result = run_cli("--cfg", "job", *arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.select(OmegaConf.create(result.stdout), key) == value
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "optimizer.lr=0.1,0.01", "data=demo,cifar10"],
+        ["--multirun", "optimizer.lr=interval(0.001,0.1)"],
+        ["-m", "optimizer.lr=range(1,3)", "data=glob(*)", "+trainer.max_time=choice(a,b)"],
+        ["-m", "hydra/launcher=local", "seed=1,2", "hydra.sweep.dir={tmp}/new"],
+    ],
+)
+def test_sweeps_pass_the_pre_check(tmp_path, argv):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.choices import check_command_line
+
+    check_command_line([argument.format(tmp=tmp_path) for argument in argv], REPO / "conf")
+    assert not GlobalHydra.instance().is_initialized()  # the real run starts from scratch
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA GPU here")
 def test_gpu_requested_without_gpu(tmp_path):
     result = run_cli("experiment=demo", "trainer.accelerator=gpu", cwd=tmp_path)
-    assert_one_line_error(result, "trainer.accelerator=gpu", "trainer=cpu")
+    assert_one_line_error(result, "trainer.accelerator=gpu", "no GPU is usable here", "trainer=cpu")
+
+
+def trainer_cfg(**trainer: object) -> DictConfig:
+    """The config build_trainer reads: conf/trainer/cpu.yaml with `trainer` changed."""
+    return OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "trainer" / "cpu.yaml"), {"trainer": trainer}
+    )
+
+
+@pytest.fixture
+def one_cuda_gpu(monkeypatch):
+    """A machine with one CUDA GPU, as torch and Lightning see it (Trainer() only counts them)."""
+    import lightning.fabric.accelerators.cuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(lightning.fabric.accelerators.cuda, "num_cuda_devices", lambda: 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA GPU here")
+@pytest.mark.parametrize(
+    "trainer",
+    [{"accelerator": "gpu"}, {"accelerator": "cuda"}, {"accelerator": "gpu", "devices": 4}],
+)
+def test_no_cuda_device_at_all_says_so(tmp_path, trainer):
+    from finetune.trainer import build_trainer
+
+    with pytest.raises(UserError, match="no GPU is usable here.*use trainer=cpu"):
+        build_trainer(trainer_cfg(**trainer), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "reason"),
+    [
+        (
+            {"accelerator": "gpu", "devices": 4},
+            "You requested gpu: [0, 1, 2, 3] But your machine only has: [0]",
+        ),
+        ({"accelerator": "gpu", "strategy": "ddp", "devices": 2}, "only has: [0]"),
+        ({"accelerator": "gpu", "devices": 0}, "Trainer(devices=0)` value is not a valid input"),
+        ({"accelerator": "cuda", "devices": "0,0"}, "Device ID's (GPU) must be unique"),
+    ],
+)
+def test_lightnings_gpu_reason_is_kept_where_a_gpu_exists(tmp_path, one_cuda_gpu, trainer, reason):
+    from finetune.trainer import build_trainer
+
+    with pytest.raises(UserError) as raised:
+        build_trainer(trainer_cfg(**trainer), tmp_path)
+    message = str(raised.value)
+    assert reason in message and "\n" not in message
+    assert "no GPU is usable" not in message
+
+
+def test_lightnings_reason_is_kept_on_cpu(tmp_path):
+    from finetune.trainer import build_trainer
+
+    with pytest.raises(UserError, match=r"rejected by Lightning: `Trainer\(devices=0\)`"):
+        build_trainer(trainer_cfg(devices=0), tmp_path)
+
+
+@pytest.mark.gpu
+def test_more_devices_than_gpus_names_lightnings_reason(tmp_path):
+    from finetune.trainer import build_trainer
+
+    count = torch.cuda.device_count()
+    with pytest.raises(UserError, match=f"But your machine only has: {list(range(count))}"):
+        build_trainer(trainer_cfg(accelerator="gpu", devices=count + 1), tmp_path)
 
 
 def test_non_editable_install_finds_its_configs(tmp_path):

@@ -1,4 +1,6 @@
-"""Entry point: compose the config with Hydra, run the task named by `mode`, nothing else.
+"""Entry point: check the command line, compose the config with Hydra, run the task named by
+`mode`, nothing else. The check says a bad override or a used run folder in one line, before
+Hydra writes anything (finetune.choices).
 
 Heavy libraries (torch, lightning) are imported by the tasks, after composition, so that
 `python -m finetune --help` and `--cfg job` answer at once.
@@ -10,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from finetune.choices import unknown_choice
+from finetune.choices import check_command_line
 from finetune.errors import UserError
 from finetune.tasks import run_task
 
@@ -37,9 +39,10 @@ def _run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """`python -m finetune [overrides]` and the `finetune` console script."""
-    typo = unknown_choice(sys.argv[1:], Path(_config_dir()))
-    if typo:
-        _fail(typo)
+    try:
+        check_command_line(sys.argv[1:], Path(_config_dir()))
+    except UserError as error:
+        _fail(str(error))
     _run()
 
 

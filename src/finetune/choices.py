@@ -1,19 +1,232 @@
-"""One-line answers to config-group typos (`data=scnes`), before Hydra prints its long report."""
+"""One-line answers to a bad command line, given before Hydra writes anything.
 
-from collections.abc import Sequence
+Hydra reports its own errors (an unknown key, a malformed override, a missing config) in 4 to 20
+lines with exit status 1, and a run into an existing folder rewrites its `.hydra/*.yaml` before
+the task can refuse. `check_command_line` parses and composes the command line the way Hydra is
+about to, and says the first problem in one line. Only hydra and omegaconf are imported here:
+`--help` and `--cfg job` stay fast.
+"""
+
+import argparse
+import difflib
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+from hydra import initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.core.utils import setup_globals
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from finetune.errors import UserError
+
+GRAMMAR = "write key=value, +key=value to add a key, ~key to remove one"
+# Flags Hydra answers itself (help, plugins, shell completion, other config folders).
+HYDRA_ANSWERS = (
+    "help",
+    "hydra_help",
+    "info",
+    "shell_completion",
+    "experimental_rerun",
+    "config_path",
+    "config_dir",
+)
+EXCLUSIVE = ("run", "multirun", "cfg", "info", "shell_completion")
+# A process that is not rank 0 of a distributed launch re-runs the command line into the run
+# folder its rank 0 made (Lightning's DDP launcher passes hydra.run.dir=<that folder>).
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK")
 
 
-def unknown_choice(argv: Sequence[str], config_dir: Path) -> str | None:
-    """The message for the first `group=option` override naming an option that does not exist."""
+def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | None:
+    """The message for the first `group=option` override naming an option that does not exist
+    (every option of a sweep `data=scenes,cifar10` is checked; a glob is the sweeper's)."""
     groups = {p.name for p in config_dir.iterdir() if p.is_dir() and p.name != "hydra"}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.removeprefix("+").removeprefix("override ")
-        if not sep or key not in groups or value in ("", "null"):
+    for override in overrides:
+        if override.key_or_group not in groups or override.is_delete():
             continue
-        options = sorted(p.stem for p in (config_dir / key).glob("*.yaml"))
-        for option in value.split(","):  # a sweep: data=scenes,cifar10
-            if option.strip() not in options:
-                return f"unknown {key}={option.strip()}: choose one of {', '.join(options)}"
+        if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            continue
+        if override.is_sweep_override():
+            chosen = list(override.sweep_string_iterator())
+        elif isinstance(override.value(), str):
+            chosen = [override.value()]
+        else:  # null: no option of that group
+            continue
+        options = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
+        for option in chosen:
+            if option not in options:
+                key = override.key_or_group
+                return f"unknown {key}={option}: choose one of {', '.join(options)}"
     return None
+
+
+def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
+    """Raise a one-line UserError for what Hydra would refuse in many lines, and for a run (or
+    sweep) folder that already holds files; return when the command line may run."""
+    args = _parse_arguments(argv)
+    flags = [f"--{name.replace('_', '-')}" for name in EXCLUSIVE]
+    given = [flag for name, flag in zip(EXCLUSIVE, flags, strict=True) if getattr(args, name)]
+    if len(given) > 1:
+        raise UserError(f"only one of {', '.join(flags)} at a time (got {' and '.join(given)})")
+    if any(getattr(args, name) for name in HYDRA_ANSWERS):
+        return
+    overrides = [_parse_override(line) for line in args.overrides]
+    typo = unknown_choice(overrides, config_dir)
+    if typo:
+        raise UserError(typo)
+    if args.multirun:
+        lines = [line for line in map(_first_job, overrides) if line is not None]
+    else:
+        lines = list(args.overrides)
+    config_name = args.config_name or "config"
+    try:
+        cfg = _compose(config_dir, config_name, lines)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # the user asked for Hydra's full report
+        raise UserError(_explain(error, overrides, config_dir, config_name, lines)) from None
+    if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
+        _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
+
+
+def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """Hydra's own argument parser, its usage errors said in one line."""
+    parser = get_args_parser()
+
+    def refuse(message: str) -> None:
+        raise UserError(f"{message} (python -m finetune --help lists the flags)")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    return parser.parse_args(list(argv))
+
+
+def _parse_override(line: str) -> Override:
+    try:
+        override = OverridesParser.create().parse_overrides([line])[0]
+    except OverrideParseException as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        reason = error.message.splitlines()
+        reason = reason[1] if reason[0].startswith("Error parsing override") else reason[0]
+        raise UserError(f"bad override {line!r}: {reason} ({GRAMMAR})") from None
+    if not override.key_or_group:
+        raise UserError(f"bad override {line!r}: no key before '=' ({GRAMMAR})")
+    return override
+
+
+def _first_job(override: Override) -> str | None:
+    """The override as the first job of a sweep sees it (None: left to the sweeper)."""
+    if not override.is_sweep_override():
+        return override.input_line
+    if override.is_hydra_override():
+        raise UserError(
+            f"{override.input_line}: a sweep over Hydra's own settings is not supported"
+        )
+    key = override.get_key_element()
+    if override.value_type == ValueType.INTERVAL_SWEEP:  # a search space for e.g. Optuna
+        return f"{key}={override.value().start}"
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:  # group options the sweeper expands
+        return None
+    return f"{key}={next(iter(override.sweep_string_iterator()))}"
+
+
+def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose as `python -m finetune` will, hydra node included; leave Hydra uninitialised."""
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return GlobalHydra.instance().hydra.compose_config(
+            config_name=config_name,
+            overrides=overrides,
+            run_mode=RunMode.RUN,
+            from_shell=True,
+            with_log_configuration=False,
+        )
+
+
+def _explain(
+    error: Exception,
+    overrides: list[Override],
+    config_dir: Path,
+    config_name: str,
+    lines: list[str],
+) -> str:
+    """Hydra's report of a failed composition, in one line."""
+    text = str(error).split("Config search path:")[0]
+    parts = [part.strip() for part in text.splitlines() if part.strip()]
+    if isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):
+        key = getattr(error.__cause__, "full_key", "") or ""
+        line = next((o.input_line for o in overrides if o.key_or_group == key), None)
+        if line is not None:
+            others = [other for other in lines if other != line]
+            return _unknown_key(key, line, _config_keys(config_dir, config_name, others))
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{parts[0]}: choose one of {', '.join(error.options)}"
+    added = [o.input_line for o in overrides if o.is_add() and f"'{o.key_or_group}'" in text]
+    if added and parts[0].startswith("Could not append to config"):
+        line = added[0]
+        return f"{parts[0]} Write {line[1:]} to change it, or +{line} to set it either way"
+    message = "; ".join(parts) or type(error).__name__
+    if isinstance(error.__cause__, OmegaConfBaseException):
+        message += f": {str(error.__cause__).splitlines()[0]}"
+    return message
+
+
+def _unknown_key(key: str, line: str, keys: list[str]) -> str:
+    """Name the closest existing keys, and say how to add a key that is not in the config."""
+    in_hydra = key.startswith("hydra.")
+    candidates = [k for k in keys if k.startswith("hydra.") == in_hydra]
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    if not close:  # `lr` for `optimizer.lr`: compare the last names
+        by_name: dict[str, list[str]] = {}
+        for candidate in candidates:
+            by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
+        names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.6)
+        close = [candidate for name in names for candidate in by_name[name]][:3]
+    hint = f"did you mean {', '.join(close)}?" if close else "`--cfg job` lists the keys"
+    if in_hydra:
+        return f"unknown key {key} ({hint})"
+    return (
+        f"unknown key {key} ({hint}): +{line.lstrip('+')} adds it as a new key, as "
+        "+trainer.<flag>=... does for a Lightning Trainer flag not listed in the config"
+    )
+
+
+def _config_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
+    """Every dotted key of the config composed without the faulty override."""
+    for attempt in (overrides, []):
+        try:
+            cfg = _compose(config_dir, config_name, attempt)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            continue
+        return list(_dotted(OmegaConf.to_container(cfg, resolve=False)))
+    return []
+
+
+def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            yield from _dotted(value, f"{prefix}{key}.")
+
+
+def _refuse_used_folder(cfg: DictConfig, key: str) -> None:
+    """A run folder that holds files keeps them: refuse before Hydra writes `.hydra/` there."""
+    setup_globals()  # the ${now:...} resolver, as Hydra registers it when it runs
+    try:
+        folder = Path(str(OmegaConf.select(cfg, key)))
+    except OmegaConfBaseException:
+        return  # depends on the running job (${hydra:...}): nothing to check before the run
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}={folder} is a file, not a folder")
+    held = next((p for p in folder.rglob("*") if not p.is_dir()), None) if folder.is_dir() else None
+    if held is not None:
+        raise UserError(
+            f"run folder {folder} already exists and is kept (it holds {held.relative_to(folder)}):"
+            f" choose a new {key}, or leave it out for a new dated folder"
+        )

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,12 +21,25 @@ def build_trainer(
             **kwargs, callbacks=callbacks or [], logger=logger, default_root_dir=str(run_dir)
         )
     except MisconfigurationException as error:
-        message = str(error).strip().splitlines()[0]
-        if "gpu" in message.lower() or "cuda" in message.lower():
+        if _no_gpu_for(str(kwargs.get("accelerator")).lower()):
             raise UserError(
                 f"trainer.accelerator={kwargs.get('accelerator')} but no GPU is usable here "
-                f"({message}): use trainer=cpu"
+                f"({_one_line(error)}): use trainer=cpu"
             ) from None
-        raise UserError(f"trainer settings rejected by Lightning: {message}") from None
+        raise UserError(f"trainer settings rejected by Lightning: {_one_line(error)}") from None
     except (TypeError, ValueError) as error:
-        raise UserError(f"trainer settings rejected by Lightning: {error}") from None
+        raise UserError(f"trainer settings rejected by Lightning: {_one_line(error)}") from None
+
+
+def _no_gpu_for(accelerator: str) -> bool:
+    """True only where torch sees no device at all of the kind asked for; any other GPU problem
+    (more devices than GPUs, a strategy that needs several) keeps Lightning's own reason."""
+    if accelerator == "cuda":
+        return not torch.cuda.is_available()
+    if accelerator == "gpu":  # Lightning's "gpu" is CUDA, or MPS on a Mac
+        return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return False
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
