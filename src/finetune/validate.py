@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.errors import UserError
 
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+EXPORT_FORMATS = ("onnx", "torchscript")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -19,8 +20,6 @@ def _is_number(value: object) -> bool:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    modes = ("train", "eval", "analyze", "predict")
-    _require(cfg.mode in modes, f"unknown mode={cfg.mode!r}: choose one of {', '.join(modes)}")
     if cfg.mode == "train" and OmegaConf.is_missing(cfg.data, "root"):
         raise UserError(
             "data.root is not set: add data.root=/path/to/class/folders to the command "
@@ -72,6 +71,10 @@ def validate_config(cfg: DictConfig) -> None:
     _require(
         _is_number(cfg.tolerance) and cfg.tolerance >= 0,
         f"tolerance={cfg.tolerance!r} must be a number >= 0",
+    )
+    _require(
+        cfg.export.format in EXPORT_FORMATS,
+        f"export.format={cfg.export.format!r}: use {' or '.join(EXPORT_FORMATS)}",
     )
     precision = str(cfg.inference.precision)
     _require(

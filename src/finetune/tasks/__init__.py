@@ -17,6 +17,7 @@ TASKS = {
     "eval": "finetune.tasks.evaluate:evaluate",
     "analyze": "finetune.tasks.analyze:analyze",
     "predict": "finetune.tasks.predict:predict",
+    "export": "finetune.tasks.export:export",
 }
 
 
@@ -35,8 +36,8 @@ def _single_console() -> None:
 
 def run_task(cfg: DictConfig) -> dict:
     """Check the config, then run the task it names, turning library errors into one line."""
+    task = _task(cfg.mode)  # the one list of modes: TASKS
     validate_config(cfg)
-    task = _task(cfg.mode)
     _single_console()
     log.info("config (also in .hydra/config.yaml):\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
