@@ -1,6 +1,7 @@
 """Peak memory and run time of `mode=analyze` for a few image counts, one fresh process each.
 
     python benchmarks/analysis_memory.py                      # N = 50 and 400, 224 px demo data
+    python benchmarks/analysis_memory.py --sizes 32 96 160    # quick: about 4 minutes on 2 cores
     python benchmarks/analysis_memory.py --ckpt run/best_model.pt --sizes 50 400 1000
 
 The analysis keeps running sums per module (finetune.features.FeatureStats), so its peak RSS
@@ -13,7 +14,8 @@ Each N runs twice: with glibc's default allocator settings, and with a fixed mma
 later batch-sized tensors come from the heap, which can fragment: the peak may then drift up by
 chance the more batches run. With the threshold fixed every batch tensor goes back to the
 system when freed, and the peak shows what the analysis itself holds; --max-growth-mib is
-checked on it.
+checked on it. With more than two sizes the spread (largest minus smallest peak) tells drift by
+chance from growth: a peak that grows with N rises at every size.
 
 Without --ckpt a 224 px checkpoint is first trained on the demo data for two steps (the weights
 do not matter here, the image size does).
@@ -139,12 +141,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def growth(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
-    """`key` at the last N minus at the first N, per allocator setting."""
+def by_allocator(rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
+    """`key` of every N, in the order of --sizes, per allocator setting."""
     runs: dict[str, list[float]] = {}
     for row in rows:
         runs.setdefault(row["allocator"], []).append(row[key])
-    return {name: round(values[-1] - values[0], 1) for name, values in runs.items()}
+    return runs
+
+
+def growth(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """`key` at the last N minus at the first N, per allocator setting."""
+    return {name: round(v[-1] - v[0], 1) for name, v in by_allocator(rows, key).items()}
+
+
+def spread(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Largest minus smallest `key` over all N, per allocator setting."""
+    return {name: round(max(v) - min(v), 1) for name, v in by_allocator(rows, key).items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -174,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ckpt = args.ckpt.resolve() if args.ckpt else train_checkpoint(work, env)
     rows = measure(ckpt, args.sizes, args.batch_size, work, env)
     rss_growth = growth(rows, "peak_rss_mib")
+    rss_spread = spread(rows, "peak_rss_mib")
     kept_growth = growth(rows, "kept_maps_mib")["glibc default"]
     results = {
         "checkpoint": str(ckpt),
@@ -182,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "runs": rows,
         "peak_rss_growth_mib": rss_growth,
+        "peak_rss_spread_mib": rss_spread,
         "kept_maps_growth_mib": kept_growth,
     }
     print()
@@ -189,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"\npeak RSS growth from N={args.sizes[0]} to N={args.sizes[-1]}: "
         + ", ".join(f"{name} {value:+} MiB" for name, value in rss_growth.items())
-        + f" (keeping every feature map would add {kept_growth} MiB)"
+        + f" (keeping every feature map would add {kept_growth} MiB); spread over all N: "
+        + ", ".join(f"{name} {value} MiB" for name, value in rss_spread.items())
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,18 @@ from finetune.checkpoint import load_checkpoint
 from finetune.data.transforms import eval_transform
 from finetune.reports.analysis_figures import spectrum_figure
 
-from conftest import TINY, run_cli
+from conftest import TINY, assert_one_line_error, make_scene_folder, run_cli
 
 MODULES = ["layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.1.conv1", "layer3.0.conv1"]
 DATASETS = ("scenes-test", "imagenet-val", "cifar10-test")
+# In-process runs: no workers, a few images, two modules.
+QUICK = [
+    "data.loader.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "analysis.num_images=4",
+    "analysis.batch_size=4",
+    "analysis.modules=[layer1.0.conv1,layer2.0.conv1]",
+]
 
 
 def numpy_oracle(ckpt: Path, image_paths: list[Path], batch_size: int) -> dict[str, dict]:
@@ -122,25 +131,24 @@ def test_all_three_datasets_end_to_end(
 
 
 def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path):
-    """No ImageNet weights (no TORCH_HOME) and no ImageNet folder: fine-tuned pairs still run."""
+    """No ImageNet weights (no TORCH_HOME, no network) and no ImageNet folder given: the
+    fine-tuned pairs still run."""
     run_dir = tmp_path / "analysis"
-    missing = tmp_path / "no-such-imagenet"
     result = run_cli(
         "mode=analyze",
         f"ckpt={trained_run / 'best_model.pt'}",
-        f"analysis.imagenet_root={missing}",
         f"analysis.cifar_root={cifar_root}",
         "analysis.num_images=4",
         "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
         f"hydra.run.dir={run_dir}",
-        *TINY,
+        *QUICK[:2],  # no data.image_size: its warning (the model's own is used) is not the point
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     warnings = [line for line in output.splitlines() if "WARNING" in line]
     assert len(warnings) == 2, warnings
-    assert any("imagenet-val" in line and str(missing) in line for line in warnings)
+    assert any("imagenet-val" in line and "analysis.imagenet_root" in line for line in warnings)
     assert any("pretrained" in line and "ImageNet weights" in line for line in warnings)
     stats = json.loads((run_dir / "feature_stats.json").read_text())
     pairs = {(r["model"], r["dataset"], r["module"]) for r in stats["results"]}
@@ -202,3 +210,253 @@ def test_spectrum_plot_leaves_out_rounding_noise():
     lines = figure.axes[0].get_lines()
     assert [len(line.get_xdata()) for line in lines] == [2, 3]
     assert figure.axes[0].get_yscale() == "log"
+
+
+# -- in-process runs: data relocation, absent vs broken inputs, precision ----------------------
+
+
+@pytest.fixture
+def analyze_run(tmp_path, torch_home, monkeypatch):
+    """`python -m finetune mode=analyze OVERRIDES` in this process: the same composed config,
+    Hydra's override list and a fresh run folder per call. Returns the task's payload."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from finetune.__main__ import _config_dir
+    from finetune.tasks import run_task
+
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    runs = iter(range(100))
+
+    def run(*overrides: str) -> dict:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                overrides=["mode=analyze", *QUICK, *overrides],
+                return_hydra_config=True,
+            )
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / f"analysis{next(runs)}")
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return run_task(cfg)
+
+    yield run
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
+def moved_checkpoint(trained_run: Path, folder: Path) -> Path:
+    """A copy of the trained checkpoint whose data folder no longer exists (moved away)."""
+    payload = torch.load(trained_run / "best_model.pt", map_location="cpu", weights_only=True)
+    payload["data"]["root"] = str(folder / "was-here")
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, folder / "best_model.pt")
+    return folder / "best_model.pt"
+
+
+def records_of(payload: dict, dataset: str) -> dict[tuple[str, str], dict]:
+    return {(r["model"], r["module"]): r for r in payload["results"] if r["dataset"] == dataset}
+
+
+def test_data_root_relocates_the_checkpoint_split(analyze_run, trained_run, scene_root, tmp_path):
+    """Moved data: one-line error naming data.root; data.root= alone = the same split, moved."""
+    import shutil
+
+    from finetune.errors import UserError
+
+    ckpt = moved_checkpoint(trained_run, tmp_path / "ckpt")
+    with pytest.raises(UserError, match=r"does not exist.*data\.root=") as error:
+        analyze_run(f"ckpt={ckpt}")
+    assert "\n" not in str(error.value)
+
+    moved = shutil.copytree(scene_root, tmp_path / "moved-scenes")
+    relocated = analyze_run(f"ckpt={ckpt}", f"data.root={moved}")
+    original = analyze_run(f"ckpt={trained_run / 'best_model.pt'}")
+    own = relocated["datasets"]["scenes-test"]
+    assert own["root"] == str(moved) and own["manifest"] == str(trained_run / "split.csv")
+    with (trained_run / "split.csv").open() as handle:
+        test_items = {row["path"] for row in csv.DictReader(handle) if row["split"] == "test"}
+    assert len(own["images"]) == 4 and set(own["images"]) <= test_items
+    assert own["images"] == original["datasets"]["scenes-test"]["images"]
+    assert records_of(relocated, "scenes-test") == records_of(original, "scenes-test")
+
+    # naming other data (data.kind=) analyses that data: a fresh split of it, no manifest
+    other = make_scene_folder(tmp_path / "other-scenes", per_class=4, seed=3)
+    fresh = analyze_run(
+        f"ckpt={ckpt}",
+        f"data.root={other}",
+        "data.kind=folder",
+        "data.split.test=6",
+        "data.split.val=6",
+    )
+    assert fresh["datasets"]["scenes-test"]["root"] == str(other)
+    assert fresh["datasets"]["scenes-test"]["manifest"] is None
+    assert records_of(fresh, "scenes-test") != records_of(original, "scenes-test")
+
+
+def test_moved_data_ends_in_one_line_on_the_cli(trained_run, tmp_path):
+    ckpt = moved_checkpoint(trained_run, tmp_path / "ckpt")
+    result = run_cli("mode=analyze", f"ckpt={ckpt}", *QUICK, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "does not exist", "data.root=")
+
+
+def test_too_few_images_are_one_line_errors(analyze_run, trained_run, imagenet_root, tmp_path):
+    import shutil
+
+    from finetune.errors import UserError
+
+    ckpt = f"ckpt={trained_run / 'best_model.pt'}"
+    other = make_scene_folder(tmp_path / "other-scenes", per_class=3, classes=["a", "b"])
+    with pytest.raises(UserError, match=r"split=val of .* is empty"):
+        analyze_run(
+            ckpt,
+            "split=val",
+            f"data.root={other}",
+            "data.kind=folder",
+            "data.split.test=2",
+            "data.split.val=0",
+        )
+    # two ImageNet files, one of which does not decode: one image left, no covariance
+    folder = tmp_path / "imagenet"
+    folder.mkdir()
+    shutil.copy(next(imagenet_root.iterdir()), folder / "ILSVRC2012_val_00000001.JPEG")
+    (folder / "ILSVRC2012_val_00000002.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"1 readable image.*at least 2") as error:
+        analyze_run(ckpt, f"analysis.imagenet_root={folder}")
+    assert "\n" not in str(error.value)
+
+
+def test_absent_inputs_are_skipped_with_one_warning_each(
+    analyze_run, trained_run, monkeypatch, caplog
+):
+    """Datasets not given and ImageNet weights not available: skipped, the rest runs."""
+    from finetune.errors import WeightsUnavailable
+    from finetune.tasks import analyze as analyze_module
+
+    def no_weights(*args, **kwargs):
+        raise WeightsUnavailable("ImageNet weights are not cached here and cannot be downloaded")
+
+    monkeypatch.setattr(analyze_module, "build_network", no_weights)
+    payload = analyze_run(f"ckpt={trained_run / 'best_model.pt'}")
+    assert {(r["model"], r["dataset"]) for r in payload["results"]} == {
+        ("fine-tuned", "scenes-test")
+    }
+    assert sorted(tuple(s.items())[0] for s in payload["skipped"]) == [
+        ("dataset", "cifar10-test"),
+        ("dataset", "imagenet-val"),
+        ("model", "pretrained"),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3, warnings
+    assert any("analysis.imagenet_root" in w for w in warnings)
+    assert any("analysis.cifar_root" in w for w in warnings)
+    assert any("cannot be downloaded" in w for w in warnings)
+
+
+def broken_input(kind: str, folder: Path, cifar_root: Path, imagenet_root: Path) -> list[str]:
+    """Overrides that give an input which is there but broken (or given and missing)."""
+    import shutil
+
+    if kind == "planted weights":
+        home = folder / "torch_home"
+        (home / "hub" / "checkpoints").mkdir(parents=True)
+        with (home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").open("wb") as handle:
+            pickle.dump(
+                {"conv1.weight": Path("/etc/passwd")}, handle, protocol=2
+            )  # not weights-only
+        return [f"+env_torch_home={home}"]
+    if kind == "corrupt cifar batch":
+        broken = shutil.copytree(cifar_root, folder / "cifar-10-batches-py")
+        (broken / "test_batch").write_bytes(b"\x80\x04garbage")
+        return [f"analysis.cifar_root={broken}"]
+    if kind == "cifar batch with too few labels":
+        broken = shutil.copytree(cifar_root, folder / "cifar-10-batches-py")
+        with (broken / "test_batch").open("wb") as handle:
+            pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2]}, handle)
+        return [f"analysis.cifar_root={broken}"]
+    if kind == "imagenet labels not numbers":
+        folder.mkdir(parents=True)
+        labels = folder / "labels.txt"
+        labels.write_text("\n".join(["n01440764"] * len(list(imagenet_root.iterdir()))) + "\n")
+        return [f"analysis.imagenet_root={imagenet_root}", f"analysis.imagenet_labels={labels}"]
+    if kind == "imagenet labels out of range":
+        folder.mkdir(parents=True)
+        labels = folder / "labels.txt"
+        labels.write_text("\n".join(["1000"] * len(list(imagenet_root.iterdir()))) + "\n")
+        return [f"analysis.imagenet_root={imagenet_root}", f"analysis.imagenet_labels={labels}"]
+    if kind == "imagenet labels missing":
+        return [
+            f"analysis.imagenet_root={imagenet_root}",
+            f"analysis.imagenet_labels={folder / 'no-labels.txt'}",
+        ]
+    if kind == "imagenet folder missing":
+        return [f"analysis.imagenet_root={folder / 'no-imagenet'}"]
+    assert kind == "cifar folder missing"
+    return [f"analysis.cifar_root={folder / 'no-cifar'}"]
+
+
+BROKEN = {
+    "planted weights": r"refusing .*resnet18-f37072fd\.pth",
+    "corrupt cifar batch": r"test_batch is not a CIFAR-10 python batch",
+    "cifar batch with too few labels": r"test_batch has 2 labels for 4 images",
+    "imagenet labels not numbers": r"labels\.txt line 1: 'n01440764' is not a class index 0-999",
+    "imagenet labels out of range": r"labels\.txt line 1: '1000' is not a class index 0-999",
+    "imagenet labels missing": r"analysis\.imagenet_labels=.*no-labels\.txt does not exist",
+    "imagenet folder missing": r"analysis\.imagenet_root=.*no-imagenet does not exist",
+    "cifar folder missing": r"analysis\.cifar_root=.*no-cifar does not exist",
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_broken_inputs_fail_in_one_line(
+    analyze_run, trained_run, cifar_root, imagenet_root, tmp_path, monkeypatch, kind
+):
+    """Given but broken is never skipped: one UserError line, and no results are written."""
+    from finetune.errors import UserError
+
+    overrides = broken_input(kind, tmp_path / "broken", cifar_root, imagenet_root)
+    if overrides[0].startswith("+env_torch_home="):
+        monkeypatch.setenv("TORCH_HOME", overrides.pop(0).split("=", 1)[1])
+    with pytest.raises(UserError, match=BROKEN[kind]) as error:
+        analyze_run(f"ckpt={trained_run / 'best_model.pt'}", *overrides)
+    assert "\n" not in str(error.value)
+    assert not list(tmp_path.glob("analysis*/feature_stats.json"))
+
+
+def test_planted_weights_fail_the_cli_in_one_line(trained_run, cifar_root, imagenet_root, tmp_path):
+    overrides = broken_input("planted weights", tmp_path / "broken", cifar_root, imagenet_root)
+    home = Path(overrides[0].split("=", 1)[1])
+    result = run_cli(
+        "mode=analyze",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        *QUICK,
+        cwd=tmp_path,
+        torch_home=home,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result, "refusing", "resnet18-f37072fd.pth")
+
+
+def test_precision_follows_inference_precision_only(analyze_run, trained_run):
+    """trainer.precision does not change the analysis; inference.precision=bf16-mixed does
+    (autocast), with the statistics still accumulated in float64."""
+    ckpt = f"ckpt={trained_run / 'best_model.pt'}"
+    default = analyze_run(ckpt)
+    trainer_bf16 = analyze_run(ckpt, "trainer.precision=bf16-mixed")
+    assert default["precision"] == trainer_bf16["precision"] == "32-true"
+    assert trainer_bf16["results"] == default["results"]
+
+    bf16 = analyze_run(ckpt, "inference.precision=bf16-mixed")
+    assert bf16["precision"] == "bf16-mixed"
+    for float32, mixed in zip(default["results"], bf16["results"], strict=True):
+        assert mixed["eigenvalues"] != float32["eigenvalues"]  # autocast really ran
+        np.testing.assert_allclose(mixed["eigenvalues"][:3], float32["eigenvalues"][:3], rtol=0.1)
+        assert mixed["nonpositive_fraction"] == pytest.approx(
+            float32["nonpositive_fraction"], abs=0.02
+        )

@@ -109,6 +109,27 @@ def test_stats_equal_numpy_on_hooked_maps(net, images, batch_size):
     assert not np.allclose(maps["layer1.0.relu"], maps["layer1.0.relu_1"])
 
 
+def test_autocast_forward_with_float64_statistics(net, images):
+    """autocast=bfloat16 runs the forward in bf16 (the maps hooked under the same autocast),
+    while the running statistics stay float64."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = hooked_maps(net, images, batch_size=3)
+    extractor = feature_extractor(net, MODULES)
+    batches = (images[i : i + 3] for i in range(0, len(images), 3))
+    stats = collect_feature_stats(extractor, batches, autocast=torch.bfloat16)
+    for name in MODULES:
+        fraction, covariance, _ = numpy_stats(maps[name])
+        assert stats[name].mean.dtype == stats[name].scatter.dtype == torch.float64
+        assert stats[name].nonpositive_fraction == pytest.approx(fraction, abs=1e-12)
+        np.testing.assert_allclose(
+            stats[name].covariance(), covariance, rtol=0, atol=1e-9 * np.abs(covariance).max()
+        )
+    float32 = collect_feature_stats(extractor, [images])
+    assert not np.allclose(  # bf16 really ran: ~3 significant digits
+        float32["layer3.0.conv1"].covariance(), stats["layer3.0.conv1"].covariance(), rtol=1e-4
+    )
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 10])
 def test_streaming_equals_all_at_once(batch_size):
     """Same numbers whatever the batching, also when the mean dwarfs the variance."""

@@ -142,14 +142,23 @@ def feature_extractor(net: nn.Module, modules: Sequence[str]) -> nn.Module:
 
 
 def collect_feature_stats(
-    extractor: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu"
+    extractor: nn.Module,
+    batches: Iterable[torch.Tensor],
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
 ) -> dict[str, FeatureStats]:
-    """Run image batches through `feature_extractor(...)` and accumulate every node's stats."""
+    """Run image batches through `feature_extractor(...)` and accumulate every node's stats.
+
+    `autocast` (e.g. torch.bfloat16) runs the forward under torch.autocast of the device type;
+    the statistics are accumulated in float64 either way.
+    """
+    device = torch.device(device)
     extractor = extractor.to(device)
     stats: dict[str, FeatureStats] = {}
     with torch.inference_mode():
         for images in batches:
-            outputs: dict[str, Any] = extractor(images.to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                outputs: dict[str, Any] = extractor(images.to(device, non_blocking=True))
             for name, maps in outputs.items():
                 stats.setdefault(name, FeatureStats()).update(maps)
             del outputs, maps  # else this batch's maps stay alive during the next forward

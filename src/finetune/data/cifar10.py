@@ -36,12 +36,19 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise UserError(f"CIFAR-10 file {path} is missing: data.root must be cifar-10-batches-py/")
+        raise UserError(
+            f"CIFAR-10 file {path} is missing: the folder must be cifar-10-batches-py/ "
+            f"({', '.join([*TRAIN_BATCHES, TEST_BATCH, META])})"
+        )
     try:
         with path.open("rb") as handle:
-            return _BatchUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise UserError(f"{path} is not a CIFAR-10 python batch ({error})") from None
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
+    except Exception as error:  # noqa: BLE001 - whatever a damaged pickle raises: refuse it
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UserError(f"{path} is not a CIFAR-10 python batch ({reason})") from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{path} is not a CIFAR-10 python batch (it holds {type(batch).__name__})")
+    return batch
 
 
 def read_batch(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,14 +58,22 @@ def read_batch(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, TypeError) as error:
         raise UserError(f"{Path(root) / name} is not a CIFAR-10 python batch ({error})") from None
+    if labels.shape != (len(images),) or not ((labels >= 0) & (labels < 10)).all():
+        raise UserError(
+            f"{Path(root) / name} has {labels.size} labels for {len(images)} images, or labels "
+            "outside 0-9: not a CIFAR-10 python batch"
+        )
     return np.ascontiguousarray(images), labels
 
 
 def read_class_names(root: Path) -> list[str]:
     meta = _unpickle(Path(root) / META)
-    return [name.decode("utf-8") for name in meta[b"label_names"]]
+    try:
+        return [name.decode("utf-8") for name in meta[b"label_names"]]
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        raise UserError(f"{Path(root) / META} is not CIFAR-10's batches.meta ({error!r})") from None
 
 
 def read_batches(root: Path, batches: list[str]) -> tuple[list[str], list[int], dict]:

@@ -1,14 +1,23 @@
 """mode=analyze: feature-map statistics of the fine-tuned and the ImageNet-pretrained network.
 
-For every (model, dataset) pair whose inputs exist, and every module in analysis.modules: the
-share of non-positive values and the eigenvalue spectrum of the channel covariance (see
-finetune.features). A missing dataset or missing ImageNet weights skip their pairs with one
-warning each; the rest still runs.
+For every (model, dataset) pair, and every module in analysis.modules: the share of
+non-positive values and the eigenvalue spectrum of the channel covariance (see
+finetune.features).
+
+- The checkpoint's own split is chosen as mode=eval chooses its data (finetune.tasks.evaluate:
+  the checkpoint's data and manifest; `data.root=` alone moves it; naming other data analyses
+  that) and read through the same ImageDataModule.
+- Only what is absent is skipped, with one warning: a dataset not given (analysis.imagenet_root
+  or analysis.cifar_root null) and ImageNet weights that cannot be had (WeightsUnavailable).
+  Anything given but missing or broken is a UserError before any result is written.
+- inference.precision, never trainer.precision, sets the arithmetic: 32-true (float32, no TF32,
+  deterministic cuDNN) or bf16-mixed (autocast); statistics are float64 either way.
 """
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +31,14 @@ from torch.utils.data import DataLoader
 
 from finetune.checkpoint import LoadedModel, load_checkpoint
 from finetune.data import cifar10
-from finetune.data.datamodule import loader_settings
+from finetune.data.datamodule import ImageDataModule, loader_settings
 from finetune.data.datasets import ImageDataset
-from finetune.data.demo import materialise_demo
 from finetune.data.folder import FolderReader
 from finetune.data.imagenet_val import imagenet_items
 from finetune.data.images import describe, split_readable
-from finetune.data.splits import read_manifest
+from finetune.data.splits import SPLITS
 from finetune.data.transforms import eval_transform
-from finetune.errors import UserError
+from finetune.errors import UserError, WeightsUnavailable
 from finetune.features import (
     FeatureStats,
     collect_feature_stats,
@@ -42,6 +50,7 @@ from finetune.network import build_network
 from finetune.reports.analysis_figures import spectrum_path, write_spectrum_figures
 from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
+from finetune.tasks.evaluate import eval_data_config, override_keys
 
 log = logging.getLogger(__name__)
 
@@ -89,78 +98,138 @@ def _device(accelerator: str) -> torch.device:
 
 
 # -- datasets ----------------------------------------------------------------------------------
-def _sample(items: list[str], labels: list[int], count: int, seed: int):
+def _sample(dataset: ImageDataset, count: int, seed: int) -> ImageDataset:
     """The first `count` of a seeded shuffle, back in file order (see DEFINITIONS["sample"])."""
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(items))[:count])
-    if len(chosen) < 2:
-        raise UserError(f"it holds {len(chosen)} image(s): the covariance needs at least 2")
-    return [items[i] for i in chosen], [labels[i] for i in chosen]
-
-
-def _folder_dataset(root: Path, items, labels, transform) -> ImageDataset:
-    keep, bad = split_readable(root, items)
-    if bad:
-        log.warning("skipping %d sampled file(s) that do not decode: %s", len(bad), describe(bad))
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:count])
     return ImageDataset(
-        FolderReader(root), [items[i] for i in keep], [labels[i] for i in keep], transform
+        dataset.reader,
+        [dataset.items[i] for i in chosen],
+        [dataset.labels[i] for i in chosen],
+        dataset.transform,
     )
 
 
-def _configured_folder(value: Any, key: str, what: str) -> Path:
+def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
+    if len(dataset) < 2:
+        raise UserError(
+            f"{what}: {len(dataset)} readable image(s) to analyse, the covariance needs at least 2"
+        )
+    return dataset
+
+
+def _given_folder(value: Any, key: str, what: str) -> Path | None:
+    """The folder `key` names; None when it is not set; a UserError when it is not there."""
     if not value:
-        raise UserError(f"{key} is not set (add {key}=PATH, {what})")
+        return None
     path = Path(str(value)).expanduser()
     if not path.is_dir():
         raise UserError(f"{key}={path} does not exist (it must be {what})")
     return path
 
 
-def checkpoint_split(loaded: LoadedModel, split: str, transform, count: int, seed: int):
-    """A sample of the split the checkpoint was evaluated on, from its training manifest."""
-    if loaded.manifest is None:
-        raise UserError(f"no split.csv found for {loaded.path}: the checkpoint's split is unknown")
-    items, labels, splits = read_manifest(loaded.manifest, loaded.class_names)
-    index = [i for i, name in enumerate(splits) if name == split]
-    items, labels = _sample([items[i] for i in index], [labels[i] for i in index], count, seed)
-    root = Path(str(loaded.data["root"])).expanduser()
-    if loaded.data["kind"] == "cifar10":
-        _, _, images = cifar10.read_batches(root, sorted({i.rsplit(":", 1)[0] for i in items}))
-        return ImageDataset(cifar10.CifarReader(root, images), items, labels, transform)
-    if loaded.data["kind"] == "demo":
-        materialise_demo(root)
-    return _folder_dataset(root, items, labels, transform)
+def checkpoint_split(cfg: DictConfig, loaded: LoadedModel) -> tuple[str, ImageDataset, dict]:
+    """A sample of split `split=` of the data mode=eval would score, read the way eval reads it;
+    with its name and where it came from."""
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
+    data_cfg = eval_data_config(cfg, loaded, override_keys(HydraConfig.get().overrides.task))
+    datamodule = ImageDataModule(data_cfg, cfg.seed, only=cfg.split)
+    if datamodule.kind != "demo" and not datamodule.root.is_dir():
+        if data_cfg["root"] == loaded.data["root"]:
+            raise UserError(
+                f"the checkpoint's data folder {datamodule.root} does not exist: if the data "
+                "has moved, add data.root=<its folder now> (the checkpoint's split is kept)"
+            )
+        raise UserError(f"data.root={datamodule.root} does not exist")
+    datamodule.setup()
+    dataset = datamodule.datasets[cfg.split]
+    if not len(dataset):
+        raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
+    what = f"split={cfg.split} of {datamodule.root}"
+    dataset = _enough(_sample(dataset, cfg.analysis.num_images, cfg.seed), what)
+    manifest = str(data_cfg["manifest"]) if data_cfg["manifest"] else None
+    source = {"kind": datamodule.kind, "root": str(datamodule.root), "manifest": manifest}
+    return f"{DATA_LABELS.get(datamodule.kind, datamodule.kind)}-{cfg.split}", dataset, source
 
 
-def imagenet_split(analysis: DictConfig, transform, count: int, seed: int) -> ImageDataset:
-    root = _configured_folder(
-        analysis.imagenet_root, "analysis.imagenet_root", "the flat folder of ILSVRC2012_val_*.JPEG"
-    )
+def imagenet_split(
+    analysis: DictConfig, root: Path, transform, count: int, seed: int
+) -> ImageDataset:
+    """A seeded sample of the ImageNet folder; sampled files that do not decode are dropped."""
     labels_file = Path(analysis.imagenet_labels).expanduser() if analysis.imagenet_labels else None
-    items, labels = _sample(*imagenet_items(root, labels_file), count, seed)
-    return _folder_dataset(root, items, labels, transform)
-
-
-def cifar_split(analysis: DictConfig, transform, count: int, seed: int) -> ImageDataset:
-    root = _configured_folder(
-        analysis.cifar_root, "analysis.cifar_root", "the cifar-10-batches-py folder"
+    items, labels = imagenet_items(root, labels_file)
+    dataset = _sample(ImageDataset(FolderReader(root), items, labels, transform), count, seed)
+    keep, bad = split_readable(root, dataset.items)
+    if bad:
+        log.warning("skipping %d sampled file(s) that do not decode: %s", len(bad), describe(bad))
+    dataset.items, dataset.labels = (
+        [dataset.items[i] for i in keep],
+        [dataset.labels[i] for i in keep],
     )
+    return _enough(dataset, f"analysis.imagenet_root={root}")
+
+
+def cifar_split(root: Path, transform, count: int, seed: int) -> ImageDataset:
     items, labels, images = cifar10.read_batches(root, [cifar10.TEST_BATCH])
-    items, labels = _sample(items, labels, count, seed)
-    return ImageDataset(cifar10.CifarReader(root, images), items, labels, transform)
+    dataset = ImageDataset(cifar10.CifarReader(root, images), items, labels, transform)
+    return _enough(_sample(dataset, count, seed), f"analysis.cifar_root={root}")
 
 
-def _available(builders: list[tuple[str, Callable]], what: str, skipped: list) -> dict[str, Any]:
-    """Build each named input; one that cannot be built is skipped with one warning."""
-    built: dict[str, Any] = {}
-    for name, build in builders:
-        try:
-            if name in built:
-                raise UserError(f"a {what} named {name} is already analysed")
-            built[name] = build()
-        except UserError as error:
-            log.warning("skipping %s %s and its pairs: %s", what, name, error)
-            skipped.append({what: name, "reason": str(error)})
-    return built
+def _skip(skipped: list[dict[str, str]], what: str, name: str, reason: str) -> None:
+    log.warning("skipping %s %s and its pairs: %s", what, name, reason)
+    skipped.append({what: name, "reason": reason})
+
+
+def _datasets(
+    cfg: DictConfig, loaded: LoadedModel, skipped: list[dict[str, str]]
+) -> tuple[dict[str, ImageDataset], dict[str, dict]]:
+    """The checkpoint's split, and the ImageNet and CIFAR-10 samples that are given; all are
+    read (and checked) before any pair is measured, so a broken one costs no compute."""
+    settings, count, seed = cfg.analysis, cfg.analysis.num_images, cfg.seed
+    own, dataset, source = checkpoint_split(cfg, loaded)
+    datasets, sources = {own: dataset}, {own: source}
+    data = loaded.data
+    transform = eval_transform(data["image_size"], data["resize_size"], data["mean"], data["std"])
+    extra = [
+        ("imagenet-val", "imagenet_root", "the flat folder of ILSVRC2012_val_*.JPEG"),
+        ("cifar10-test", "cifar_root", "the cifar-10-batches-py folder"),
+    ]
+    for name, key, what in extra:
+        root = _given_folder(settings[key], f"analysis.{key}", what)
+        if root is None:
+            _skip(
+                skipped,
+                "dataset",
+                name,
+                f"analysis.{key} is not set (add analysis.{key}=PATH, {what})",
+            )
+            continue
+        if name in datasets:  # the checkpoint's own data is CIFAR-10's test batch already
+            _skip(skipped, "dataset", name, f"the checkpoint's own split is {name} already")
+            continue
+        if name == "imagenet-val":
+            datasets[name] = imagenet_split(settings, root, transform, count, seed)
+        else:
+            datasets[name] = cifar_split(root, transform, count, seed)
+        sources[name] = {"kind": name.split("-")[0], "root": str(root), "manifest": None}
+    for name, dataset in datasets.items():
+        sources[name]["images"] = dataset.items
+    return datasets, sources
+
+
+@contextlib.contextmanager
+def float32_kernels() -> Iterator[None]:
+    """Plain float32 and deterministic kernels on a GPU (cuDNN's default for float32
+    convolutions is TF32, with a 10-bit mantissa); the previous settings are restored."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.conv.fp32_precision, matmul.fp32_precision)
+    cudnn.benchmark, cudnn.deterministic = False, True
+    cudnn.conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.conv.fp32_precision = saved[:3]
+        matmul.fp32_precision = saved[3]
 
 
 # -- reports -----------------------------------------------------------------------------------
@@ -204,7 +273,7 @@ def summary_markdown(payload: dict[str, Any]) -> str:
         f"Checkpoint `{payload['checkpoint']}`; up to {payload['num_images']} images per dataset "
         f"(seeded sample, seed {payload['seed']}), evaluation transform "
         f"{payload['image_size']} px; computed in {payload['wall_time_s']} s "
-        f"on {payload['device']}.",
+        f"on {payload['device']} ({payload['precision']}).",
         "",
         "## Non-positive values (% of all feature-map elements)",
         "",
@@ -284,6 +353,7 @@ def _measure(
     device: torch.device,
 ) -> list[dict[str, Any]]:
     """Every (model, dataset) pair: one pass over the dataset per model, logged as it goes."""
+    autocast = torch.bfloat16 if cfg.inference.precision == "bf16-mixed" else None
     records: list[dict[str, Any]] = []
     pair, total = 0, len(extractors) * len(datasets)
     for dataset_name, dataset in datasets.items():
@@ -303,7 +373,7 @@ def _measure(
                     transient=True,
                 )
             )
-            stats = collect_feature_stats(extractor, batches, device)
+            stats = collect_feature_stats(extractor, batches, device, autocast)
             records += [_record(model_name, dataset_name, m, stats[m]) for m in modules]
             log.info("%s: done in %.1f s", label, time.perf_counter() - pair_started)
     return records
@@ -344,45 +414,38 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("ckpt is not set: add ckpt=path/to/best_model.pt (the model to analyse)")
     device = _device(cfg.trainer.accelerator)
     loaded = load_checkpoint(cfg.ckpt)
-    data = loaded.data
-    transform = eval_transform(data["image_size"], data["resize_size"], data["mean"], data["std"])
     skipped: list[dict[str, str]] = []
-
-    def pretrained() -> nn.Module:
-        return build_network(len(loaded.class_names), "imagenet", cfg.model.head_seed).eval()
-
-    models = _available(
-        [("fine-tuned", lambda: loaded.net), ("pretrained", pretrained)], "model", skipped
-    )
+    models = {"fine-tuned": loaded.net}
+    try:
+        models["pretrained"] = build_network(
+            len(loaded.class_names),
+            "imagenet",
+            cfg.model.head_seed,
+            weights_url=cfg.model.get("weights_url"),
+        ).eval()
+    except WeightsUnavailable as error:  # absent: skipped; weights there but wrong: UserError
+        _skip(skipped, "model", "pretrained", str(error))
     # Unknown module names are a mistake in the command: refused before any data is read.
     extractors = {name: feature_extractor(net, modules) for name, net in models.items()}
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     taken = [run_dir / name for name in (STATS, NONPOSITIVE, SUMMARY) if (run_dir / name).exists()]
     if taken:
         raise UserError(f"{taken[0]} already exists and is kept: write into a new run folder")
-    own = f"{DATA_LABELS.get(data['kind'], data['kind'])}-{cfg.split}"
-    datasets = _available(
-        [
-            (own, lambda: checkpoint_split(loaded, cfg.split, transform, count, cfg.seed)),
-            ("imagenet-val", lambda: imagenet_split(settings, transform, count, cfg.seed)),
-            ("cifar10-test", lambda: cifar_split(settings, transform, count, cfg.seed)),
-        ],
-        "dataset",
-        skipped,
-    )
-    if not models or not datasets:
-        raise UserError("nothing to analyse: " + "; ".join(s["reason"] for s in skipped))
+    datasets, sources = _datasets(cfg, loaded, skipped)
 
-    records = _measure(extractors, datasets, modules, cfg, device)
+    with float32_kernels():
+        records = _measure(extractors, datasets, modules, cfg, device)
     payload = {
         "checkpoint": str(loaded.path),
         "modules": modules,
         "num_images": count,
         "top_k": top_k,
         "seed": cfg.seed,
-        "image_size": data["image_size"],
+        "image_size": loaded.data["image_size"],
         "device": str(device),
+        "precision": str(cfg.inference.precision),
         "definitions": DEFINITIONS,
+        "datasets": sources,
         "skipped": skipped,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "results": records,
