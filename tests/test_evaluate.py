@@ -13,10 +13,18 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
-from sklearn.metrics import accuracy_score, average_precision_score, recall_score
+from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    recall_score,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchvision.models import resnet18
 
 from finetune.checkpoint import load_checkpoint
+from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
@@ -29,6 +37,7 @@ from finetune.tasks.evaluate import (
     load_reference,
     names_data,
     override_keys,
+    softmax_scores,
 )
 
 from conftest import REPO, SCENE_CLASSES, assert_one_line_error, run_cli
@@ -73,7 +82,7 @@ def original_eval(trained_run, scene_root, tmp_path_factory):
     that differs in one score: the run must fail, yet leave every output behind."""
     cwd = tmp_path_factory.mktemp("eval_original")
     reference = direct_scores(
-        trained_run / "best_model.pt", scene_root, manifest_test_split(trained_run)[0]
+        trained_run / "best_model.pt", scene_root, manifest_split(trained_run)[0]
     )
     reference[3, 1] += 1e-3
     torch.save(reference, cwd / "perturbed.pt")
@@ -94,10 +103,20 @@ def soft_eval(soft_ckpt, tmp_path_factory) -> Path:
     return cwd / "eval"
 
 
-def manifest_test_split(trained_run: Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """Paths, labels and class names of the test split, read straight from split.csv."""
+@pytest.fixture(scope="module")
+def soft_val_eval(soft_ckpt, tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("eval_soft_val")
+    result = evaluate_cli(soft_ckpt, cwd, "split=val")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "eval"
+
+
+def manifest_split(
+    trained_run: Path, split: str = "test"
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Paths, labels and class names of one split, read straight from split.csv."""
     with (trained_run / "split.csv").open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+        rows = [row for row in csv.DictReader(handle) if row["split"] == split]
     labels = np.array([SCENE_CLASSES.index(row["label"]) for row in rows])
     return [row["path"] for row in rows], labels, SCENE_CLASSES
 
@@ -108,7 +127,7 @@ def test_metrics_equal_scikit_learn(which, request, trained_run):
     run = run[0] if which == "original_eval" else run
     predictions = torch.load(run / "predictions.pt", weights_only=True)
     scores = torch.load(run / "softmax_scores.pt", weights_only=True)
-    _, labels, classes = manifest_test_split(trained_run)
+    _, labels, classes = manifest_split(trained_run)
     metrics = json.loads((run / "metrics.json").read_text())
 
     assert predictions.dtype == torch.int64 and scores.dtype == torch.float32
@@ -124,6 +143,8 @@ def test_metrics_equal_scikit_learn(which, request, trained_run):
     assert metrics["acc"] == pytest.approx(accuracy_score(labels, p), abs=1e-6)
     assert metrics["acc_mean"] == pytest.approx(np.mean(recall), abs=1e-6)
     assert metrics["map"] == pytest.approx(np.mean(ap), abs=1e-6)
+    expected_matrix = confusion_matrix(labels, p, labels=range(len(classes)))
+    assert metrics["confusion_matrix"] == expected_matrix.tolist()
 
 
 def test_eval_reproduces_the_test_metrics_of_training(original_eval, trained_run):
@@ -138,7 +159,7 @@ def test_eval_reproduces_the_test_metrics_of_training(original_eval, trained_run
 
 
 def test_predictions_csv_follows_the_manifest(soft_eval, trained_run):
-    paths, labels, classes = manifest_test_split(trained_run)
+    paths, labels, classes = manifest_split(trained_run)
     scores = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)
     with (soft_eval / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -151,6 +172,151 @@ def test_predictions_csv_follows_the_manifest(soft_eval, trained_run):
     assert all(f"| {name} |" in report for name in classes)
 
 
+def plain_torch_scores(ckpt: Path, root: Path, paths: list[str]) -> np.ndarray:
+    """Softmax scores computed without the package's model code: torchvision's ResNet18 with the
+    checkpoint's weights in eval mode, each image read with PIL and scored on its own."""
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    net = resnet18(num_classes=len(payload["class_names"]))
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    transform = eval_transform(**{key: payload["data"][key] for key in TRANSFORM_KEYS})
+    rows = []
+    with torch.no_grad():
+        for path in paths:
+            with Image.open(root / path) as image:
+                tensor = transform(image.convert("RGB"))
+            rows.append(net(tensor.unsqueeze(0)).softmax(dim=1)[0])
+    return torch.stack(rows).numpy()
+
+
+@pytest.mark.parametrize(("which", "split"), [("soft_eval", "test"), ("soft_val_eval", "val")])
+def test_every_score_row_is_the_forward_pass_of_its_manifest_image(
+    which, split, request, soft_ckpt, trained_run, scene_root
+):
+    """Row i of softmax_scores.pt is image i of the split in split.csv, and `split=val` scores
+    exactly the val images. The rows are far apart, so a swapped or shifted row would show."""
+    run = request.getfixturevalue(which)
+    paths, labels, _ = manifest_split(trained_run, split)
+    other = set(manifest_split(trained_run, "test" if split == "val" else "val")[0])
+    assert paths and not other & set(paths)
+    scores = torch.load(run / "softmax_scores.pt", weights_only=True).numpy()
+    expected = plain_torch_scores(soft_ckpt, scene_root, paths)
+    assert scores.shape == expected.shape
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
+    distances = np.abs(expected[:, None, :] - expected[None, :, :]).max(axis=2)
+    assert distances[~np.eye(len(paths), dtype=bool)].min() > 1e-4  # rows tell images apart
+    with (run / "predictions.csv").open(newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == paths
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == split and metrics["n"] == len(paths)
+    assert sum(metrics["images_per_class"].values()) == len(labels)
+
+
+def test_lightning_ckpt_scores_like_best_model_pt_of_the_same_epoch(original_eval, trained_run):
+    """checkpoints/epochNNN.ckpt is the epoch best_model.pt was exported from: same scores."""
+    best_epoch = torch.load(trained_run / "best_model.pt", weights_only=True)["epoch"]
+    ckpt = trained_run / "checkpoints" / f"epoch{best_epoch:03d}.ckpt"
+    cwd = ckpt.parents[2] / "eval_lightning_ckpt"  # a folder of its own in the fixture's tmp
+    cwd.mkdir(exist_ok=True)
+    result = evaluate_cli(ckpt, cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((cwd / "eval" / "metrics.json").read_text())
+    assert metrics["checkpoint"] == str(ckpt)
+    assert metrics["data"]["manifest"] == str(trained_run / "split.csv")
+    scores = torch.load(cwd / "eval" / "softmax_scores.pt", weights_only=True)
+    expected = torch.load(original_eval[0] / "softmax_scores.pt", weights_only=True)
+    assert torch.equal(scores, expected)
+
+
+def _scores_in_process(ckpt: Path, *overrides: str, batch_size: int = 16) -> torch.Tensor:
+    """softmax_scores over the checkpoint's test split, in this process (no CLI start-up)."""
+    cfg = _compose(["mode=eval", f"ckpt={ckpt}", "trainer.enable_progress_bar=false", *overrides])
+    loaded = load_checkpoint(ckpt)
+    data_cfg = eval_data_config(cfg, loaded, override_keys(overrides))
+    data_cfg["loader"].update(eval_batch_size=batch_size, num_workers=0)
+    datamodule = ImageDataModule(data_cfg, cfg.seed, None, only="test")
+    datamodule.setup()
+    loader = datamodule.eval_loader(datamodule.datasets["test"])
+    before = _process_flags()
+    scores = softmax_scores(cfg, Path(loaded.path).parent, loaded.net, loader)[0]
+    assert _process_flags() == before  # scoring leaves the caller's torch flags as they were
+    return scores
+
+
+def _process_flags() -> tuple[bool, bool, bool, bool]:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+
+
+def test_eval_batch_sizes_agree_and_a_repeat_is_bit_identical(soft_ckpt, soft_eval):
+    """The README's claim: batch sizes 1, 7 and 64 agree to 1e-6 (12 images: 12 batches of
+    one, 7 + 5, one batch of 12), and the same batch size twice gives the same bits."""
+    saved = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)  # batch size 16
+    by_size = {size: _scores_in_process(soft_ckpt, batch_size=size) for size in (1, 7, 64)}
+    for size, scores in by_size.items():
+        assert scores.shape == saved.shape, size
+        assert (scores - saved).abs().max() <= 1e-6, size
+    assert torch.equal(_scores_in_process(soft_ckpt, batch_size=7), by_size[7])
+    assert torch.equal(_scores_in_process(soft_ckpt, batch_size=16), saved)
+
+
+def test_scores_across_thread_counts_agree_within_the_default_tolerance(soft_ckpt, soft_eval):
+    """Other thread counts take other reduction orders: not bit-identical in general, but well
+    inside tolerance=1e-6 (the README's figure for comparing across machines)."""
+    saved = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            difference = (_scores_in_process(soft_ckpt) - saved).abs().max()
+            print(f"threads={count}: max |difference| from the CLI run {float(difference):.3g}")
+            assert difference <= 1e-6
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    "training_profile",
+    [
+        ["trainer.precision=bf16-mixed", "trainer.benchmark=true"],
+        ["trainer=gpu", "trainer.accelerator=cpu"],
+    ],
+    ids=["bf16-benchmark", "gpu-profile"],
+)
+def test_scores_are_float32_whatever_the_trainer_says(
+    training_profile, soft_eval, soft_ckpt, tmp_path
+):
+    """Evaluation under a bf16 / benchmark training profile gives the default's exact bits and
+    passes the reproduction check at the default tolerance."""
+    reference = soft_eval / "softmax_scores.pt"
+    result = evaluate_cli(soft_ckpt, tmp_path, *training_profile, f"reference={reference}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)
+    assert torch.equal(scores, torch.load(reference, weights_only=True))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["inference"] == {"precision": "32-true", "deterministic": True}
+    assert json.loads((tmp_path / "eval" / "reproduction.json").read_text())["passed"]
+
+
+def test_bf16_inference_is_opt_in_and_recorded(soft_eval, soft_ckpt, tmp_path):
+    """inference.precision=bf16-mixed runs on CPU, says so in metrics.json, and is not float32:
+    the reproduction check against float32 scores fails, by a bounded amount."""
+    reference = soft_eval / "softmax_scores.pt"
+    result = evaluate_cli(
+        soft_ckpt, tmp_path, "inference.precision=bf16-mixed", f"reference={reference}"
+    )
+    assert_one_line_error(result, "reproduction failed")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["inference"] == {"precision": "bf16-mixed", "deterministic": False}
+    deviation = json.loads((tmp_path / "eval" / "reproduction.json").read_text())["max_abs_diff"]
+    print(f"bf16-mixed vs float32: max |difference| {deviation:.3g}")
+    assert 1e-6 < deviation < 0.05
+
+
 @pytest.mark.parametrize("which", ["original_eval", "soft_eval"])
 def test_ranking_is_an_argsort_of_the_saved_scores(which, request):
     run = request.getfixturevalue(which)
@@ -161,6 +327,29 @@ def test_ranking_is_an_argsort_of_the_saved_scores(which, request):
     for c in range(s.shape[1]):
         assert top[c].tolist() == np.argsort(-s[:, c], kind="stable")[:10].tolist()
         assert bottom[c].tolist() == np.argsort(s[:, c], kind="stable")[:10].tolist()
+
+
+@pytest.mark.parametrize("which", ["original_eval", "soft_eval"])
+def test_rankings_json_is_an_argsort_of_the_saved_scores(which, request, trained_run):
+    """rankings.json holds what the top/bottom-10 grids show: per class, the images with the
+    highest and lowest scores (ties in manifest order), with path, true label and score."""
+    run = request.getfixturevalue(which)
+    run = run[0] if which == "original_eval" else run
+    s = torch.load(run / "softmax_scores.pt", weights_only=True).numpy()
+    paths, labels, classes = manifest_split(trained_run)
+    rankings = json.loads((run / "rankings.json").read_text())
+    assert rankings["split"] == "test" and rankings["k"] == 10
+    assert list(rankings["classes"]) == classes
+    for c, name in enumerate(classes):
+        for side, order in [
+            ("top", np.argsort(-s[:, c], kind="stable")),
+            ("bottom", np.argsort(s[:, c], kind="stable")),
+        ]:
+            entries, expected = rankings["classes"][name][side], order[:10]
+            assert [entry["index"] for entry in entries] == expected.tolist(), (name, side)
+            assert [entry["path"] for entry in entries] == [paths[i] for i in expected]
+            assert [entry["label"] for entry in entries] == [classes[labels[i]] for i in expected]
+            assert [entry["score"] for entry in entries] == [float(s[i, c]) for i in expected]
 
 
 def test_ranking_of_fewer_images_than_k():

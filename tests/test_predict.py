@@ -15,7 +15,13 @@ from test_evaluate import direct_scores, make_soft_checkpoint
 from conftest import run_cli
 
 
-def test_predict_on_a_folder(trained_run, scene_root, tmp_path):
+@pytest.mark.parametrize(
+    "profile",
+    [[], ["trainer.precision=bf16-mixed", "trainer.benchmark=true"]],
+    ids=["default", "bf16-profile"],
+)
+def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
+    """A bf16 training profile does not leak into prediction: scores stay float32."""
     ckpt = make_soft_checkpoint(trained_run, tmp_path / "soft")
     folder = tmp_path / "new"
     (folder / "nested").mkdir(parents=True)
@@ -37,6 +43,7 @@ def test_predict_on_a_folder(trained_run, scene_root, tmp_path):
         f"hydra.run.dir={run}",
         "data.loader.num_workers=0",
         "trainer.enable_progress_bar=false",
+        *profile,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,7 +16,8 @@ Which data is evaluated:
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ PREDICTIONS_CSV = "predictions.csv"
 METRICS = "metrics.json"
 REPORT = "report.md"
 REPRODUCTION = "reproduction.json"
+RANKINGS = "rankings.json"
 TOP_K = 10
 DATA_SOURCE_KEYS = {"data", "data.kind", "data.root", "data.manifest"}
 TRANSFORM_KEYS = ("image_size", "resize_size", "mean", "std")
@@ -80,19 +82,76 @@ class Scorer(L.LightningModule):
         return self.net(batch[0]).float().softmax(dim=1)
 
 
+def scoring_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The trainer flags scoring runs under, whatever the training profile says.
+
+    `inference.precision=32-true` (the default): float32 with deterministic kernels and no
+    cuDNN autotuning, so scores reproduce under any trainer profile (bf16 and benchmark on GPU).
+    `bf16-mixed` (opt-in): autocast, autotuning as `trainer.benchmark` says, not deterministic.
+    Always one device, and every batch (no limit_predict_batches, no fast_dev_run): every row
+    must end up in this process, in order.
+    """
+    precision = str(cfg.inference.precision)
+    reproducible = precision == "32-true"
+    return {
+        "devices": 1,
+        "num_nodes": 1,
+        "strategy": "auto",
+        "precision": precision,
+        "deterministic": reproducible,
+        "benchmark": False if reproducible else cfg.trainer.benchmark,
+        "limit_predict_batches": None,
+        "fast_dev_run": False,
+    }
+
+
+@contextmanager
+def _process_flags_restored(full_float32: bool) -> Iterator[None]:
+    """Scoring changes process-wide torch flags (Lightning sets deterministic algorithms and
+    cudnn.benchmark; float32 also turns off TF32, which cuDNN uses for float32 convolutions by
+    default on recent GPUs): the caller's flags come back afterwards."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+    if full_float32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        deterministic, warn_only, benchmark, conv_tf32, matmul_tf32 = saved
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.allow_tf32 = conv_tf32
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
 def softmax_scores(
     cfg: DictConfig, run_dir: Path, net: nn.Module, loader: DataLoader
 ) -> tuple[torch.Tensor, float]:
-    """N x C float32 softmax scores in loader order (Lightning's predict loop, no logger),
-    and the seconds it took. One device: every row must end up in this process, in order."""
+    """N x C float32 softmax scores in loader order (Lightning's predict loop, no logger, the
+    flags of `scoring_settings`), and the seconds it took."""
     trainer_cfg = cfg.trainer
     if trainer_cfg.devices != 1 or trainer_cfg.num_nodes != 1:
         log.info("scoring on one device (trainer.devices=%s ignored)", trainer_cfg.devices)
-    single = OmegaConf.merge(cfg, {"trainer": {"devices": 1, "num_nodes": 1, "strategy": "auto"}})
-    trainer = build_trainer(single, run_dir)
-    started = time.perf_counter()
-    batches = trainer.predict(Scorer(net), dataloaders=loader)
-    return torch.cat(batches).float(), time.perf_counter() - started
+    settings = scoring_settings(cfg)
+    if settings["precision"] != trainer_cfg.precision:
+        log.info(
+            "scoring with inference.precision=%s (trainer.precision=%s is for training)",
+            settings["precision"],
+            trainer_cfg.precision,
+        )
+    single = OmegaConf.merge(cfg, {"trainer": settings})
+    with _process_flags_restored(full_float32=settings["precision"] == "32-true"):
+        trainer = build_trainer(single, run_dir)
+        started = time.perf_counter()
+        batches = trainer.predict(Scorer(net), dataloaders=loader)
+        seconds = time.perf_counter() - started
+    return torch.cat(batches).float(), seconds
 
 
 # -- which data --------------------------------------------------------------------------
@@ -228,6 +287,33 @@ def _training_logs(loaded: LoadedModel) -> Path | None:
     return None
 
 
+def rankings(
+    dataset: ImageDataset,
+    scores: torch.Tensor,
+    class_names: list[str],
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{class: {"top": [...], "bottom": [...]}}: the images of the ranked grids, each with its
+    index in the split, path, true label and score for that class (rankings.json)."""
+
+    def entries(indices: torch.Tensor, c: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": index,
+                "path": dataset.items[index],
+                "label": class_names[dataset.labels[index]],
+                "score": float(scores[index, c]),
+            }
+            for index in indices.tolist()
+        ]
+
+    return {
+        name: {"top": entries(top[c], c), "bottom": entries(bottom[c], c)}
+        for c, name in enumerate(class_names)
+    }
+
+
 def write_figures(
     run_dir: Path,
     loaded: LoadedModel,
@@ -236,13 +322,15 @@ def write_figures(
     predictions: torch.Tensor,
     values: dict[str, torch.Tensor],
     split: str,
+    ranked: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[list[Path], list[list[int]]]:
-    """Ranked images per class, confusion matrix, PR curves, training curves; and the matrix."""
+    """Ranked images per class (`ranked`: top and bottom indices from rank_by_class), confusion
+    matrix, PR curves, training curves; and the matrix."""
     names, data = loaded.class_names, loaded.data
     labels = torch.tensor(dataset.labels).numpy()
     sink = FigureSink(run_dir)
     try:
-        top, bottom = figs.rank_by_class(scores, TOP_K)
+        top, bottom = ranked
         for c, name in enumerate(names):
             figure = figs.ranked_images_figure(
                 dataset, top[c], bottom[c], scores[:, c], c, names, data["mean"], data["std"]
@@ -288,13 +376,16 @@ def _report(results: dict[str, Any], figures: list[Path], run_dir: Path) -> str:
         f"accuracy **{results['acc_mean']:.4f}**, mAP **{results['map']:.4f}**",
         f"- transform: resize {results['data']['resize_size']}, center crop "
         f"{results['data']['image_size']} px; {results['images_per_s']:.1f} images/s",
+        f"- scores computed with `inference.precision={results['inference']['precision']}`"
+        + (" (deterministic kernels)" if results["inference"]["deterministic"] else ""),
         "",
         "Class-wise accuracy is the recall of each class; AP is one-vs-rest average precision "
         "of the softmax scores.",
         "",
         markdown_table(["class", "images", "accuracy", "AP"], rows),
         "Figures: "
-        + ", ".join(f"[{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in figures),
+        + ", ".join(f"[{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in figures)
+        + f"; the ranked images as data: [{RANKINGS}]({RANKINGS})",
         "",
     ]
     return "\n".join(lines)
@@ -314,6 +405,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not len(dataset):
         raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
 
+    settings = scoring_settings(cfg)
     scores, seconds = softmax_scores(cfg, run_dir, loaded.net, datamodule.eval_loader(dataset))
     labels = torch.tensor(dataset.labels, dtype=torch.int64)
     predictions = scores.argmax(dim=1)
@@ -334,8 +426,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
         ),
     )
+    ranked = figs.rank_by_class(scores, TOP_K)
+    write_json(
+        run_dir / RANKINGS,
+        {"split": cfg.split, "k": TOP_K, "classes": rankings(dataset, scores, names, *ranked)},
+    )
     figures, matrix = write_figures(
-        run_dir, loaded, dataset, scores, predictions, values, cfg.split
+        run_dir, loaded, dataset, scores, predictions, values, cfg.split, ranked
     )
     results = {
         "checkpoint": str(loaded.path),
@@ -353,6 +450,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ap_class": dict(zip(names, values["ap_class"].tolist(), strict=True)),
         "confusion_matrix": matrix,
         "eval_batch_size": data_cfg["loader"]["eval_batch_size"],
+        "inference": {
+            "precision": settings["precision"],
+            "deterministic": settings["deterministic"],
+        },
         "images_per_s": len(dataset) / seconds,
     }
     write_json(run_dir / METRICS, results)

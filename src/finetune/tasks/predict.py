@@ -1,5 +1,6 @@
 """mode=predict: class scores for new images (a file, or a folder searched recursively).
 
+Scores are float32 unless inference.precision says otherwise (see evaluate.scoring_settings).
 Hidden files and files without an image suffix are ignored silently; image files that do not
 decode are skipped with one warning naming them. Rows follow sorted relative paths.
 """
@@ -23,6 +24,7 @@ from finetune.tasks.evaluate import (
     PREDICTIONS_CSV,
     TRANSFORM_KEYS,
     require_checkpoint,
+    scoring_settings,
     softmax_scores,
 )
 
@@ -79,7 +81,17 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             for item, pred, row in zip(items, predictions, scores.tolist(), strict=True)
         ),
     )
+    precision = scoring_settings(cfg)["precision"]
     log.info(
-        "predicted %d image(s) (%.1f images/s); wrote %s", len(items), len(items) / seconds, path
+        "predicted %d image(s) (%.1f images/s, inference.precision=%s); wrote %s",
+        len(items),
+        len(items) / seconds,
+        precision,
+        path,
     )
-    return {"n": len(items), "skipped": sorted(bad), "predictions_csv": str(path)}
+    return {
+        "n": len(items),
+        "skipped": sorted(bad),
+        "predictions_csv": str(path),
+        "inference_precision": precision,
+    }
