@@ -68,12 +68,52 @@ def test_help_and_command_line_errors_import_neither_torch_nor_lightning(tmp_pat
     assert not {"torch", "lightning", "torchvision"} & modules
 
 
-def test_help_names_the_app_and_its_groups(tmp_path):
+def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
+    """--help: what the package does, the modes and what each needs, the commands people type
+    most, the demo, the README and --cfg job; then the config groups; the config last."""
     result = run_cli("--help", cwd=tmp_path)
-    assert result.returncode == 0
-    assert "finetune is powered by Hydra" in result.stdout
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    intro, groups_header, rest = text.partition("== Config groups ==")
+    assert groups_header, text
+    assert len(intro.strip().splitlines()) <= 60, intro
+    assert "fine-tune" in intro.lower() and "resnet18" in intro.lower()
+    modes = {
+        "train": ["data.root="],
+        "eval": ["ckpt="],
+        "analyze": ["ckpt=", "analysis.imagenet_root="],
+        "predict": ["ckpt=", "input="],
+        "export": ["ckpt=", "export.format="],
+    }
+    for mode, needs in modes.items():
+        line = next((x for x in intro.splitlines() if x.strip().startswith(mode + " ")), "")
+        assert line, f"no line for mode {mode}:\n{intro}"
+        for need in needs:
+            assert need in line, line
+    commands = [
+        "python -m finetune data.root=/path/to/mandatory1_data",
+        "trainer.accelerator=gpu",
+        "trainer=gpu",
+        "python -m finetune -m data.root=/path/to/mandatory1_data optimizer.lr=",
+        "mode=eval ckpt=",
+        "reference=",
+        "mode=analyze ckpt=",
+        "analysis.imagenet_root=",
+        "analysis.cifar_root=",
+        "python -m finetune experiment=demo",
+        "python -m finetune --cfg job",
+    ]
+    for command in commands:
+        assert command in intro, command
+    assert "README.md" in intro and "pip show finetune" in intro
+    groups, config_header, config = rest.partition("== Config ==")
+    assert "$" not in intro + groups  # every template variable was substituted
     for group in ("data: cifar10, demo, scenes", "trainer: cpu, ddp, gpu", "optimizer: adamw, sgd"):
-        assert group in result.stdout
+        assert group in groups
+    assert "experiment: demo" in groups
+    assert "hydra/" not in groups  # the app's groups only
+    assert config_header and "mode: train" in config and "lr: 0.001" in config
+    assert "Powered by Hydra" not in intro  # Hydra's own blurb is not the first thing shown
 
 
 @pytest.mark.parametrize(

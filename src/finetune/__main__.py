@@ -6,6 +6,7 @@ Heavy libraries (torch, lightning) are imported by the tasks, after composition,
 `python -m finetune --help` and `--cfg job` answer at once.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,11 @@ def main() -> None:
         check_command_line(sys.argv[1:], Path(_config_dir()))
     except UserError as error:
         _fail(str(error))
-    _run()
+    try:
+        _run()
+    except BrokenPipeError:  # `python -m finetune --help | head`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(1)
 
 
 if __name__ == "__main__":

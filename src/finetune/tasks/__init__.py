@@ -1,9 +1,12 @@
 """Dispatch on `cfg.mode`: each task is a function of the config that returns its results."""
 
 import logging
+import re
+import warnings
 from collections.abc import Callable
 from importlib import import_module
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -20,6 +23,117 @@ TASKS = {
     "export": "finetune.tasks.export:export",
 }
 
+# `extra=` of a record that belongs in the run's log file but not on the console.
+FILE_ONLY = {"console": False}
+
+# Lightning's INFO lines that tell a user of this package nothing, by the logger that emits them
+# (rank_zero_info logs through the pytorch or the fabric logger, whichever was imported last).
+_RANK_ZERO_NOISE = (
+    # advertising for litlogger / litmodels: no flag or environment variable turns it off
+    # (lightning/pytorch/trainer/connectors/logger_connector and callback_connector)
+    r"💡 Tip: ",
+    r"TPU available: False",  # printed by every Trainer on machines without a TPU
+    # the normal end of a run; the other reasons (max_steps, max_time, no batches) stay
+    r"`Trainer\.fit` stopped: `max_epochs=\d+` reached",
+    # train's validation and test of the best epoch reloading it (resuming says "Restored all
+    # states from the checkpoint at ...", which stays)
+    r"Restoring states from the checkpoint path at ",
+    r"Loaded model weights from the checkpoint at ",
+)
+QUIET_LOG_LINES: dict[str, tuple[str, ...]] = {
+    "lightning.pytorch.utilities.rank_zero": _RANK_ZERO_NOISE,
+    "lightning.fabric.utilities.rank_zero": _RANK_ZERO_NOISE,
+    "lightning.fabric.utilities.seed": (r"Seed set to ",),  # the seed is in the config
+}
+# Said once per run, though every Trainer says it (train builds two).
+ONCE_LOG_LINES: dict[str, str] = {
+    "lightning.pytorch.utilities.rank_zero": r"GPU available: ",
+    "lightning.fabric.utilities.rank_zero": r"GPU available: ",
+}
+
+# (message, category, module) of library warnings that are noise here; each is matched at the
+# start of the message and on the whole name of the module that warns.
+QUIET_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
+    # torch 2.14 deprecates LeafSpec, which Lightning 2.6 still builds: nothing a user can change
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        FutureWarning,
+        r"lightning\.pytorch\.utilities\._pytree\Z",
+    ),
+    # a Trainer that only validates or tests a checkpoint (train's best epoch) has no checkpoint
+    # callbacks to restore, and needs none; a resumed fit always has LastCheckpoint, so a
+    # callback genuinely missing there is still said
+    (
+        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to"
+        r" be provided during `Trainer` instantiation\. Please add the following callbacks: "
+        r"\[.*'LastCheckpoint'",
+        UserWarning,
+        r"lightning\.pytorch\.trainer\.call\Z",
+    ),
+)
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of `patterns`."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+class _OncePerRun(logging.Filter):
+    """Lets each distinct message that starts with `pattern` through once per run."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not self.pattern.match(message):
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+class _NotOnConsole(logging.Filter):
+    """Keeps records logged with `extra=FILE_ONLY` off the console handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True)
+
+
+_LOG_FILTERS = {name: _DropMessages(patterns) for name, patterns in QUIET_LOG_LINES.items()}
+_ONCE_FILTERS = {name: _OncePerRun(pattern) for name, pattern in ONCE_LOG_LINES.items()}
+_NOT_ON_CONSOLE = _NotOnConsole()
+
+
+def quiet_console() -> None:
+    """One console: Lightning's own handler goes (Hydra's root handlers already print and write
+    finetune.log). No advertising, no library deprecation noise: each filtered where it starts,
+    by logger and message or by warning message, category and module; every other warning and
+    log line stays. Safe to call again (each filter is added once)."""
+    for handler in list(logging.getLogger("lightning").handlers):
+        logging.getLogger("lightning").removeHandler(handler)
+    for name, log_filter in _LOG_FILTERS.items():
+        logging.getLogger(name).addFilter(log_filter)
+    for name, once in _ONCE_FILTERS.items():
+        once.seen.clear()
+        logging.getLogger(name).addFilter(once)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.addFilter(_NOT_ON_CONSOLE)
+    for message, category, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
 
 def _task(mode: str) -> Callable[[DictConfig], dict]:
     if mode not in TASKS:
@@ -28,18 +142,15 @@ def _task(mode: str) -> Callable[[DictConfig], dict]:
     return getattr(import_module(module), name)
 
 
-def _single_console() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print (and log)."""
-    for handler in list(logging.getLogger("lightning").handlers):
-        logging.getLogger("lightning").removeHandler(handler)
-
-
 def run_task(cfg: DictConfig) -> dict:
     """Check the config, then run the task it names, turning library errors into one line."""
-    task = _task(cfg.mode)  # the one list of modes: TASKS
+    task = _task(cfg.mode)  # the one list of modes: TASKS (importing it imports Lightning)
+    quiet_console()
     validate_config(cfg)
-    _single_console()
-    log.info("config (also in .hydra/config.yaml):\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("config (resolved):\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
+    if HydraConfig.initialized():
+        run_dir = HydraConfig.get().runtime.output_dir
+        log.info("mode=%s: writing to %s (full config in its log file)", cfg.mode, run_dir)
     try:
         return task(cfg)
     except MissingMandatoryValue as error:
