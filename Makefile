@@ -17,7 +17,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,slurm]'
+	$(PY) -m pip install --quiet -e '.[dev,slurm,export]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package (editable) with the dev tools

@@ -13,9 +13,44 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, assert_one_line_error, cli_env, run_cli, tiny_data_cfg
+from conftest import (
+    TINY,
+    assert_one_line_error,
+    cli_env,
+    make_scene_folder,
+    run_cli,
+    tiny_data_cfg,
+)
 
 SCENE = ["data.split.test=12", "data.split.val=12", "model.weights=none", "optimizer.lr=0.05"]
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> dict:
+    """`python -m finetune mode=train OVERRIDES hydra.run.dir=RUN_DIR` in this process (no 5 s
+    of imports): the same composed config and task; global torch flags are restored after."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from finetune.__main__ import _config_dir
+    from finetune.tasks import run_task
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["mode=train", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return run_task(cfg)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -143,8 +178,8 @@ def test_sweep_ranks_runs_and_copies_the_winner(tmp_path, scene_root, torch_home
     }
     winner = max(values, key=values.get)
     summary = (sweep_dir / "sweep_summary.csv").read_text().splitlines()
-    assert summary[0].startswith("rank,run,overrides,monitor,value")
-    assert summary[1].startswith(f"1,{winner},")
+    assert summary[0].startswith("rank,run,status,overrides,monitor,value")
+    assert summary[1].startswith(f"1,{winner},ok,")
     assert "optimizer.lr" in (sweep_dir / "sweep_summary.md").read_text()
     assert (sweep_dir / "best_model.pt").read_bytes() == (
         sweep_dir / winner / "best_model.pt"
@@ -210,29 +245,55 @@ def test_ddp_cli_run_on_cpu(tmp_path, scene_root):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (run_dir / "best_model.pt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test"]["test/acc"] <= 1
+    # two processes ran: both joined the process group, and each trained on half of the 36
+    # training images (18 // batch 8 = 2 steps; one process alone takes 36 // 8 = 4)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout, result.stdout[-3000:]
+    assert metrics["world_size"] == 2
+    assert torch.load(run_dir / "best_model.pt", weights_only=True)["global_step"] == 2
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root):
-    """SIGKILL after the first epoch's checkpoint, resume: weights and metrics equal a run
-    that was never interrupted (deterministic mode, same seed)."""
-    common = [
-        "mode=train",
-        f"data.root={scene_root}",
-        *SCENE,
-        "trainer.max_epochs=3",
-        "trainer.deterministic=true",
-        "train_eval_images=0",
-        *TINY,
-    ]
-    whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+# Resuming: one uninterrupted two-epoch run is the reference for the kill test and the run the
+# other resume tests continue. val/loss is monitored: a diverging run can only make it worse.
+RESUME = [
+    *SCENE,
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    "train_eval_images=0",
+    "monitor=val/loss",
+    "monitor_mode=min",
+    *TINY,
+]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, scene_root) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_in_process(run_dir, f"data.root={scene_root}", *RESUME)
+    return run_dir
+
+
+def logged_epochs(run_dir: Path) -> list[int]:
+    """The epochs a run's TensorBoard has validation points for (Lightning's `epoch` tag)."""
+    return sorted({int(epoch) for epoch in scalars(run_dir)["epoch"]})
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root, uninterrupted):
+    """SIGKILL after the first epoch's checkpoint, resume from the run folder: weights and
+    metrics equal a run that was never interrupted (deterministic mode, same seed), and the
+    resumed run starts at the saved epoch."""
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "finetune", *common, f"hydra.run.dir={killed_dir}"],
+        [
+            sys.executable,
+            "-m",
+            "finetune",
+            "mode=train",
+            f"data.root={scene_root}",
+            *RESUME,
+            f"hydra.run.dir={killed_dir}",
+        ],
         cwd=tmp_path,
         env=cli_env(None, tmp_path / "cache"),
         stdout=subprocess.DEVNULL,
@@ -247,15 +308,76 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed_dir / "metrics.json").exists()
+    saved_epoch = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert saved_epoch == 0, "killed too late: the run went past its first epoch"
 
     resumed_dir = tmp_path / "resumed"
-    resumed = run_cli(*common, f"resume={killed_dir}", f"hydra.run.dir={resumed_dir}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (resumed_dir / "split.csv").read_text() == (tmp_path / "whole" / "split.csv").read_text()
+    got = train_in_process(resumed_dir, f"data.root={scene_root}", *RESUME, f"resume={killed_dir}")
+    assert logged_epochs(resumed_dir) == [1]  # it ran the second epoch only
+    assert logged_epochs(uninterrupted) == [0, 1]
+    assert (resumed_dir / "split.csv").read_text() == (uninterrupted / "split.csv").read_text()
     assert same_weights(
-        net_state(tmp_path / "whole" / "checkpoints" / "last.ckpt"),
+        net_state(uninterrupted / "checkpoints" / "last.ckpt"),
         net_state(resumed_dir / "checkpoints" / "last.ckpt"),
     )
-    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    got = json.loads((resumed_dir / "metrics.json").read_text())
+    expected = json.loads((uninterrupted / "metrics.json").read_text())
     assert got["val"] == expected["val"] and got["test"] == expected["test"]
+    assert got["resumed_from"] == str(killed_dir / "checkpoints" / "last.ckpt")
+
+
+def test_resumed_run_keeps_the_earlier_best_when_it_gets_worse(
+    tmp_path, scene_root, uninterrupted, caplog
+):
+    """Resume from a .ckpt file whose learning rate was raised to 5: the two epochs it adds
+    diverge, so the best epoch stays the earlier run's, and that one is exported. (optimizer.lr
+    on the command line cannot do it: Lightning restores the learning rate with the state.)"""
+    earlier = json.loads((uninterrupted / "metrics.json").read_text())
+    best_epoch, best_loss = earlier["best_epoch"], earlier["monitor"]["value"]
+    earlier_files = {p: p.read_bytes() for p in (uninterrupted / "checkpoints").iterdir()}
+    hot = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    for group in hot["optimizer_states"][0]["param_groups"]:
+        group["lr"] = 5.0
+    hot_ckpt = uninterrupted / "checkpoints" / "hot.ckpt"  # beside split.csv, as a user's would be
+    torch.save(hot, hot_ckpt)
+
+    resumed_dir = tmp_path / "resumed"
+    got = train_in_process(
+        resumed_dir,
+        f"data.root={scene_root}",
+        *RESUME,
+        "trainer.max_epochs=4",
+        "optimizer.lr=0.5",
+        f"resume={hot_ckpt}",
+    )
+    hot_ckpt.unlink()
+    # the settings recorded are the ones used, and the ignored override is named
+    last = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["hyper_parameters"]["optimizer"]["lr"] == 0.05
+    assert "optimizer.lr=0.5 not used" in caplog.text
+    assert logged_epochs(resumed_dir) == [2, 3]
+    later = scalars(resumed_dir)["val/loss"]
+    assert len(later) == 2 and not any(loss <= best_loss for loss in later), later  # construction
+    assert got["best_epoch"] == best_epoch and got["monitor"]["value"] == best_loss
+    exported = torch.load(resumed_dir / "best_model.pt", weights_only=True)
+    assert exported["epoch"] == best_epoch
+    earlier_best = uninterrupted / "checkpoints" / f"epoch{best_epoch:03d}.ckpt"
+    assert same_weights(exported["state_dict"], net_state(earlier_best))
+    # the earlier run's folder is left as it was
+    assert {p: p.read_bytes() for p in (uninterrupted / "checkpoints").iterdir()} == earlier_files
+
+
+def test_resume_from_a_file_that_cannot_be_resumed_is_one_line(tmp_path, scene_root, uninterrupted):
+    from finetune.errors import UserError
+
+    other_classes = make_scene_folder(tmp_path / "other", classes=[f"c{i}" for i in range(6)])
+    last = uninterrupted / "checkpoints" / "last.ckpt"
+    cases = [
+        (scene_root, uninterrupted / "best_model.pt", "not a Lightning training checkpoint"),
+        (scene_root, uninterrupted / "split.csv", "not a weights-only Lightning checkpoint"),
+        (scene_root, tmp_path / "nowhere.ckpt", "does not exist"),
+        (other_classes, last, r"was trained on classes \['buildings'.*resume with the same data"),
+    ]
+    for number, (root, path, words) in enumerate(cases):
+        with pytest.raises(UserError, match=words) as raised:
+            train_in_process(tmp_path / str(number), f"data.root={root}", *RESUME, f"resume={path}")
+        assert "\n" not in str(raised.value)

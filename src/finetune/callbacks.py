@@ -53,3 +53,9 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return "LastCheckpoint"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resumed into a new run folder, there is nothing to carry over: the earlier run's
+        last.ckpt stays where it is (and Lightning's warning that it is not reloaded is noise)."""
+        if Path(state_dict.get("dirpath") or self.dirpath) == Path(self.dirpath):
+            super().load_state_dict(state_dict)

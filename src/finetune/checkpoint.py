@@ -10,7 +10,8 @@ from torch import nn
 
 from finetune.errors import UserError
 from finetune.io import save_torch
-from finetune.network import ARCH, build_network
+from finetune.network import DEFAULT_ARCH, build_network
+from finetune.tasks.export import exported_format, exported_model_message
 
 FORMAT = "finetune.best_model/1"
 DATA_KEYS = ("kind", "root", "image_size", "resize_size", "mean", "std")
@@ -26,6 +27,7 @@ class LoadedModel:
     manifest: Path | None  # the split it was trained on, if found
     path: Path
     metrics: dict[str, float] = field(default_factory=dict)
+    arch: str = DEFAULT_ARCH  # the torchvision architecture, rebuilt from the checkpoint
 
 
 def _torch_load(path: Path) -> Any:
@@ -51,7 +53,7 @@ def export_best_model(
     }
     payload = {
         "format": FORMAT,
-        "arch": ARCH,
+        "arch": hparams["model"].get("arch", DEFAULT_ARCH),
         "class_names": list(hparams["class_names"]),
         "state_dict": state,
         "data": {key: hparams["data"][key] for key in DATA_KEYS},
@@ -82,6 +84,9 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         path = path / "best_model.pt"
     if not path.is_file():
         raise UserError(f"ckpt={path} does not exist: pass the best_model.pt of a training run")
+    exported = exported_format(path)
+    if exported is not None:
+        raise UserError(exported_model_message(path, exported))
     payload = _torch_load(path)
     if not isinstance(payload, dict):
         raise UserError(
@@ -89,12 +94,14 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         )
     if payload.get("format") == FORMAT:
         class_names, data = payload["class_names"], payload["data"]
+        arch = payload.get("arch", DEFAULT_ARCH)  # files written before the key existed: ResNet18
         state = payload["state_dict"]
         metrics = payload.get("metrics", {})
         manifest = _resolve_manifest(payload.get("manifest"), [path.parent / "split.csv"])
     elif "state_dict" in payload and "class_names" in payload.get("hyper_parameters", {}):
         hparams = payload["hyper_parameters"]
         class_names, data = hparams["class_names"], hparams["data"]
+        arch = hparams.get("model", {}).get("arch", DEFAULT_ARCH)
         state = {
             key.removeprefix("net."): value
             for key, value in payload["state_dict"].items()
@@ -107,12 +114,15 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
             f"ckpt={path} is not a finetune checkpoint: expected best_model.pt or a .ckpt "
             "written by `python -m finetune mode=train`"
         )
-    net = build_network(len(class_names))
+    try:
+        net = build_network(len(class_names), arch=arch)
+    except UserError as error:  # an architecture this torchvision does not have
+        raise UserError(f"ckpt={path} cannot be rebuilt: {error}") from None
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(
-            f"ckpt={path} does not fit a {ARCH}: {str(error).splitlines()[0]}"
+            f"ckpt={path} does not fit a {arch}: {str(error).splitlines()[0]}"
         ) from None
     net.eval()
-    return LoadedModel(net, list(class_names), dict(data), manifest, path, dict(metrics))
+    return LoadedModel(net, list(class_names), dict(data), manifest, path, dict(metrics), arch)

@@ -1,4 +1,5 @@
-"""The LightningModule: ResNet18 + cross-entropy + per-split torchmetrics + optimizer config."""
+"""The LightningModule: a torchvision network (model.arch) + cross-entropy + per-split
+torchmetrics + optimizer config."""
 
 from typing import Any
 
@@ -8,7 +9,7 @@ from torch import nn
 
 from finetune.errors import UserError
 from finetune.metrics import ClassificationMetrics, flatten
-from finetune.network import build_network
+from finetune.network import DEFAULT_ARCH, build_network, check_image_size, head_name
 
 # validation dataloader index -> the name its metrics are logged under
 VAL_LOADERS = ("val", "train_eval")
@@ -18,7 +19,8 @@ PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
 
 
 class ImageClassifier(L.LightningModule):
-    """Fine-tunes a ResNet18 and logs loss, accuracy, class-wise accuracy and AP per epoch.
+    """Fine-tunes a torchvision network (ResNet18 by default) and logs loss, accuracy, class-wise
+    accuracy and AP per epoch.
 
     Hyperparameters are plain containers, so Lightning checkpoints load with weights_only=True.
     """
@@ -34,13 +36,18 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
+        arch = model.get("arch", DEFAULT_ARCH)
         self.net = build_network(
             len(class_names),
             model["weights"],
             model["head_seed"],
             model["freeze_backbone"],
             model.get("weights_url"),  # absent from checkpoints written before the key existed
+            arch,
         )
+        self.head_name = head_name(self.net)
+        if "image_size" in data:
+            check_image_size(self.net, arch, data["image_size"], len(class_names))
         if model.get("channels_last"):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=model["label_smoothing"])
@@ -105,13 +112,13 @@ class ImageClassifier(L.LightningModule):
         self._log_epoch(("test",))
 
     def train(self, mode: bool = True) -> "ImageClassifier":
-        """With model.freeze_backbone, training mode reaches the head only: the backbone stays in
-        eval mode, so its BatchNorm running statistics never change (a true linear probe)."""
+        """With model.freeze_backbone, training mode reaches the head only: the rest stays in eval
+        mode, so its BatchNorm running statistics never change and its dropout is off (a true
+        linear probe on fixed features)."""
         super().train(mode)
         if mode and self.hparams.model.get("freeze_backbone"):
-            for name, module in self.net.named_children():
-                if name != "fc":
-                    module.eval()
+            self.net.eval()
+            self.net.get_submodule(self.head_name).train()
         return self
 
     def on_train_epoch_start(self) -> None:

@@ -1,77 +1,135 @@
-"""Hydra callback: when a sweep (-m) ends, rank its runs and name the winner's best_model.pt."""
+"""Hydra callback: when a sweep (-m) ends, rank its runs, list the failed ones, and copy the
+winner's best_model.pt to the sweep root."""
 
+import json
 import logging
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from finetune.errors import UserError
+from finetune.io import atomic_write, write_csv, write_text
+
 log = logging.getLogger(__name__)
+
+OK, NAN, FAILED = "ok", "nan", "failed"  # values of the `status` column
+COLUMNS = ["rank", "run", "status", "overrides", "monitor", "value", "val_acc_mean", "test_map"]
+
+
+def _job_order(folder: Path) -> tuple[bool, int, str]:
+    """Job folders in launch order: 0, 1, ..., 10 (not 0, 1, 10, 2)."""
+    return (
+        not folder.name.isdigit(),
+        int(folder.name) if folder.name.isdigit() else 0,
+        folder.name,
+    )
+
+
+def _overrides(job: Path) -> str:
+    overrides_file = job / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return ""
+    lines = overrides_file.read_text().splitlines()
+    return " ".join(line.removeprefix("- ").strip() for line in lines if line.strip())
+
+
+def _read_run(job: Path) -> dict[str, Any]:
+    """One job folder: its monitored value, or status `failed` when it wrote no metrics.json
+    (the run crashed, was killed or stopped with an error before the end)."""
+    run = {"run": job.name, "overrides": _overrides(job), "status": FAILED}
+    try:
+        metrics = json.loads((job / "metrics.json").read_text())
+        monitor = metrics["monitor"]
+        value = float(monitor["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return run | {"monitor": "", "mode": "", "value": "", "val_acc_mean": "", "test_map": ""}
+    return run | {
+        "status": NAN if math.isnan(value) else OK,
+        "monitor": monitor["name"],
+        "mode": monitor["mode"],
+        "value": value,
+        "val_acc_mean": metrics.get("val", {}).get("val/acc_mean", math.nan),
+        "test_map": metrics.get("test", {}).get("test/map", math.nan),
+    }
+
+
+def rank_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first by the monitored value (in its mode); runs whose value is NaN after them, then
+    the failed runs (not ranked). Ties and NaNs keep the job order."""
+    finished = [run for run in runs if run["status"] == OK]
+    maximize = bool(finished) and finished[0]["mode"] == "max"
+    finished.sort(key=lambda run: -run["value"] if maximize else run["value"])
+    ranked = finished + [run for run in runs if run["status"] == NAN]
+    for rank, run in enumerate(ranked, start=1):
+        run["rank"] = rank
+    failed = [run | {"rank": ""} for run in runs if run["status"] == FAILED]
+    return ranked + failed
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _copy_winner(source: Path, target: Path) -> str:
+    """Copy the winner's best_model.pt (atomic, never over an existing file); say what was done."""
+    if not source.is_file():
+        return f"it has no best_model.pt ({source} is missing): nothing was copied."
+    try:
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    except UserError:
+        return f"{target} already exists and is kept: the winner's model is {source}."
+    return f"its best_model.pt is copied to {target}."
+
+
+def _write_kept(write: Any, path: Path, *args: Any) -> None:
+    """Write a summary file unless one is already there (an earlier sweep into the same folder)."""
+    try:
+        write(path, *args)
+    except UserError as error:
+        log.warning("%s", error)
 
 
 class SweepSummary(Callback):
     """Writes sweep_summary.csv / .md at the sweep root and copies the winner's best_model.pt."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import json
-
-        from finetune.io import write_csv, write_text
-
         root = Path(config.hydra.sweep.dir)
-        runs = []
-        for metrics_file in sorted(root.glob("*/metrics.json")):
-            metrics = json.loads(metrics_file.read_text())
-            overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
-            overrides = (
-                " ".join(
-                    line.removeprefix("- ").strip()
-                    for line in overrides_file.read_text().splitlines()
-                    if line.strip()
-                )
-                if overrides_file.is_file()
-                else ""
-            )
-            monitor = metrics["monitor"]
-            runs.append(
-                {
-                    "run": metrics_file.parent.name,
-                    "overrides": overrides,
-                    "monitor": monitor["name"],
-                    "value": monitor["value"],
-                    "mode": monitor["mode"],
-                    "val_acc_mean": metrics["val"].get("val/acc_mean", math.nan),
-                    "test_map": metrics["test"].get("test/map", math.nan),
-                }
-            )
-        if not runs:
-            log.warning("sweep %s: no run wrote metrics.json, nothing to rank", root)
+        jobs = sorted((p.parent for p in root.glob("*/.hydra") if p.is_dir()), key=_job_order)
+        if not jobs:
+            log.warning("sweep %s: no job folder found, nothing to rank", root)
             return
-        maximize = runs[0]["mode"] == "max"
-        runs.sort(key=lambda r: -r["value"] if maximize else r["value"])
-        columns = ["rank", "run", "overrides", "monitor", "value", "val_acc_mean", "test_map"]
-        rows = [[i + 1] + [run[c] for c in columns[1:]] for i, run in enumerate(runs)]
-        write_csv(root / "sweep_summary.csv", columns, rows, overwrite=True)
-        table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        table += [
-            "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in rows
-        ]
-        winner = runs[0]
-        source = root / winner["run"] / "best_model.pt"
-        lines = [
-            f"# Sweep summary ({len(runs)} runs, ranked by {winner['monitor']}, {winner['mode']})",
-            "",
-            *table,
-            "",
-            f"Winner: run {winner['run']} ({winner['overrides']}), "
-            f"{winner['monitor']} = {winner['value']:.4f}; its best_model.pt is copied to "
-            f"{root / 'best_model.pt'}.",
-            "",
-        ]
-        write_text(root / "sweep_summary.md", "\n".join(lines), overwrite=True)
-        if source.is_file():
-            shutil.copyfile(source, root / "best_model.pt")
-        log.info("sweep winner: run %s, %s=%.4f", winner["run"], winner["monitor"], winner["value"])
+        runs = rank_runs([_read_run(job) for job in jobs])
+        rows = [[run[column] for column in COLUMNS] for run in runs]
+        _write_kept(write_csv, root / "sweep_summary.csv", COLUMNS, rows)
+
+        failed = [run["run"] for run in runs if run["status"] == FAILED]
+        winner = runs[0] if runs[0]["status"] == OK else None
+        if winner:
+            title = f"{len(runs)} runs, ranked by {winner['monitor']}, {winner['mode']}"
+            copied = _copy_winner(root / winner["run"] / "best_model.pt", root / "best_model.pt")
+            verdict = (
+                f"Winner: run {winner['run']} ({winner['overrides']}), "
+                f"{winner['monitor']} = {winner['value']:.4f}; {copied}"
+            )
+        else:
+            title = f"{len(runs)} runs"
+            verdict = "No winner: no run finished with a monitored value; nothing was copied."
+        table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+        lines = [f"# Sweep summary ({title})", "", *table, "", verdict]
+        if failed:
+            lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
+        _write_kept(write_text, root / "sweep_summary.md", "\n".join(lines) + "\n")
+        log.info("sweep %s: %s", root, verdict)
+        if failed:
+            print(
+                f"error: sweep {root}: {len(failed)} of {len(runs)} runs failed "
+                f"(run {', '.join(failed)}): see {root / 'sweep_summary.md'}",
+                file=sys.stderr,
+            )
+            sys.exit(2)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
@@ -38,6 +39,52 @@ def resume_checkpoint(resume: str | None) -> Path | None:
     return path
 
 
+def resumed_settings(
+    path: Path, class_names: list[str], optimizer: dict[str, Any], scheduler: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The optimizer and scheduler settings of the checkpoint to resume from.
+
+    Lightning restores the optimizer and scheduler *state* (learning rate included) from the
+    checkpoint, so other settings on the command line would be recorded but not used: they are
+    named in a warning and the checkpoint's settings are recorded instead. What Lightning would
+    refuse with a traceback (not a training checkpoint, other classes) is refused in one line.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle safely: refuse the file
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise UserError(
+            f"resume={path}: not a weights-only Lightning checkpoint ({reason})"
+        ) from None
+    if not isinstance(ckpt, dict) or not {"optimizer_states", "loops"} <= ckpt.keys():
+        raise UserError(
+            f"resume={path} is not a Lightning training checkpoint (best_model.pt holds weights "
+            "only): pass the run folder or its checkpoints/last.ckpt"
+        )
+    hparams = ckpt.get("hyper_parameters", {})
+    if hparams.get("class_names") != class_names:
+        raise UserError(
+            f"resume={path} was trained on classes {hparams.get('class_names')}, the data has "
+            f"{class_names}: resume with the same data"
+        )
+    earlier = {"optimizer": hparams["optimizer"], "scheduler": hparams["scheduler"]}
+    for group, now in (("optimizer", optimizer), ("scheduler", scheduler)):
+        changed = sorted(
+            key
+            for key in now.keys() | earlier[group].keys()
+            if now.get(key) != earlier[group].get(key)
+        )
+        if changed:
+            log.warning(
+                "resume: the %s state comes from %s; %s not used (%s)",
+                group,
+                path,
+                ", ".join(f"{group}.{key}={now.get(key)}" for key in changed),
+                ", ".join(f"checkpoint: {key}={earlier[group].get(key)}" for key in changed),
+            )
+    return earlier["optimizer"], earlier["scheduler"]
+
+
 def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
 
@@ -52,11 +99,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         earlier = resume.parent.parent / MANIFEST
         data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    if resume:
+        optimizer, scheduler = resumed_settings(
+            resume, datamodule.class_names, optimizer, scheduler
+        )
     model = ImageClassifier(
         class_names=datamodule.class_names,
         model=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        optimizer=optimizer,
+        scheduler=scheduler,
         data=data_cfg,
     )
     checkpoint = BestCheckpoint(run_dir / "checkpoints", cfg.monitor, cfg.monitor_mode)
@@ -100,6 +153,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": str(best),
         "best_epoch": int(Path(best).stem.removeprefix("epoch")),
         "epochs_run": trainer.current_epoch,
+        "resumed_from": None if resume is None else str(resume),
+        "world_size": trainer.world_size,
         "skipped_images": len(datamodule.skipped),
         "val": val,
         "test": test,

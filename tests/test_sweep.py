@@ -1,0 +1,98 @@
+"""The sweep summary (a Hydra callback at the end of -m), on sweep folders built by hand: failed
+runs are listed as failed, NaN ranks last, and the summary claims only the copy it made."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from finetune.sweep import SweepSummary
+
+
+def job(root: Path, name: str, value: float | None, mode: str = "max", model: bytes = b"") -> Path:
+    """A job folder as a sweep leaves it; value None = the run failed (no metrics.json)."""
+    folder = root / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr=0.{name}\n")
+    if value is not None:
+        metrics = {
+            "monitor": {"name": "val/map", "mode": mode, "value": value},
+            "val": {"val/acc_mean": 0.5},
+            "test": {"test/map": 0.25},
+        }
+        (folder / "metrics.json").write_text(json.dumps(metrics, allow_nan=True))
+    if model:
+        (folder / "best_model.pt").write_bytes(model)
+    return folder
+
+
+def summarize(root: Path) -> None:
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(root)}}}))
+
+
+def read_summary(root: Path) -> tuple[list[dict], str]:
+    with (root / "sweep_summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, (root / "sweep_summary.md").read_text()
+
+
+@pytest.mark.parametrize(("mode", "order"), [("max", ["3", "10", "0"]), ("min", ["0", "10", "3"])])
+def test_ranked_by_mode_nan_last_failed_listed(tmp_path, capsys, mode, order):
+    values = {"0": 0.25, "1": math.nan, "2": None, "3": 0.75, "4": math.nan, "10": 0.5}
+    for name, value in values.items():
+        job(tmp_path, name, value, mode, model=f"model {name}".encode())
+    (tmp_path / ".submitit").mkdir()  # a launcher's folder, not a job
+    (tmp_path / "multirun.yaml").write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        summarize(tmp_path)
+    assert exited.value.code == 2
+    rows, report = read_summary(tmp_path)
+    assert [row["run"] for row in rows] == [*order, "1", "4", "2"]
+    assert [row["rank"] for row in rows] == ["1", "2", "3", "4", "5", ""]
+    assert [row["status"] for row in rows] == ["ok"] * 3 + ["nan", "nan", "failed"]
+    assert rows[0]["overrides"] == f"optimizer.lr=0.{order[0]}"
+    assert float(rows[0]["value"]) == values[order[0]] and math.isnan(float(rows[3]["value"]))
+    assert rows[5]["value"] == "" and rows[5]["monitor"] == ""
+    assert (tmp_path / "best_model.pt").read_bytes() == f"model {order[0]}".encode()
+    assert f"Winner: run {order[0]} (optimizer.lr=0.{order[0]})" in report
+    assert f"copied to {tmp_path / 'best_model.pt'}" in report
+    assert "| 5 | 4 | nan |" in report and "|  | 2 | failed |" in report
+    assert "Failed (no metrics.json; see their finetune.log): 2." in report
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "1 of 6 runs failed (run 2)" in errors[0]
+
+
+def test_winner_without_best_model_is_said_not_copied(tmp_path):
+    job(tmp_path, "0", 0.9)
+    job(tmp_path, "1", 0.1, model=b"loser")
+    summarize(tmp_path)
+    rows, report = read_summary(tmp_path)
+    assert rows[0]["run"] == "0" and rows[0]["status"] == "ok"
+    assert not (tmp_path / "best_model.pt").exists()
+    assert "nothing was copied" in report and "is copied" not in report
+
+
+def test_existing_best_model_in_the_sweep_root_is_kept(tmp_path):
+    job(tmp_path, "0", 0.9, model=b"winner")
+    (tmp_path / "best_model.pt").write_bytes(b"earlier")
+    summarize(tmp_path)
+    rows, report = read_summary(tmp_path)
+    assert (tmp_path / "best_model.pt").read_bytes() == b"earlier"
+    assert "already exists and is kept" in report and "is copied" not in report
+    assert not list(tmp_path.glob(".best_model.pt.*"))  # no temporary file left behind
+
+
+def test_no_finished_run_means_no_winner(tmp_path):
+    job(tmp_path, "0", None)
+    job(tmp_path, "1", math.nan, model=b"nan model")
+    with pytest.raises(SystemExit):
+        summarize(tmp_path)
+    rows, report = read_summary(tmp_path)
+    assert [(row["run"], row["status"], row["rank"]) for row in rows] == [
+        ("1", "nan", "1"),
+        ("0", "failed", ""),
+    ]
+    assert "No winner" in report and not (tmp_path / "best_model.pt").exists()
