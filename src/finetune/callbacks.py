@@ -1,9 +1,13 @@
-"""Checkpoint callbacks: the best epoch (monitored) and the last epoch (always, for resuming)."""
+"""The training callbacks: the best epoch (monitored), the last epoch (always, for resuming),
+the learning rate, the progress bar."""
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig
 
 from finetune.io import atomic_write
 
@@ -59,3 +63,27 @@ class LastCheckpoint(ModelCheckpoint):
         last.ckpt stays where it is (and Lightning's warning that it is not reloaded is noise)."""
         if Path(state_dict.get("dirpath") or self.dirpath) == Path(self.dirpath):
             super().load_state_dict(state_dict)
+
+
+@dataclass
+class TrainingCallbacks:
+    """The callbacks of one training run; `best` selects the epoch, `progress` is reused by the
+    trainer that measures the selected epoch again."""
+
+    best: "BestCheckpoint"
+    progress: list[Callback]
+    others: list[Callback] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[Callback]:
+        return [self.best, *self.others, *self.progress]
+
+
+def training_callbacks(cfg: DictConfig, run_dir: Path) -> TrainingCallbacks:
+    """What `cfg` asks of a training run, each callback once."""
+    checkpoints = run_dir / "checkpoints"
+    return TrainingCallbacks(
+        best=BestCheckpoint(checkpoints, cfg.monitor, cfg.monitor_mode),
+        progress=[RichProgressBar()] if cfg.trainer.enable_progress_bar else [],
+        others=[LastCheckpoint(checkpoints), LearningRateMonitor(logging_interval="epoch")],
+    )

@@ -9,15 +9,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.callbacks import BestCheckpoint, LastCheckpoint
+from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule
 from finetune.errors import UserError
 from finetune.io import write_json
+from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
 from finetune.trainer import build_trainer
 
@@ -112,21 +111,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=scheduler,
         data=data_cfg,
     )
-    checkpoint = BestCheckpoint(run_dir / "checkpoints", cfg.monitor, cfg.monitor_mode)
-    progress = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
-    callbacks = [
-        checkpoint,
-        LastCheckpoint(run_dir / "checkpoints"),
-        LearningRateMonitor(logging_interval="epoch"),
-        *progress,
-    ]
-    logger = TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
-    trainer = build_trainer(cfg, run_dir, callbacks, logger)
+    callbacks = training_callbacks(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, callbacks.all, training_loggers(cfg, run_dir))
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     except MisconfigurationException as error:  # e.g. a class name in monitor= that is not there
         raise UserError(f"Lightning stopped the run: {str(error).splitlines()[0][:300]}") from None
+    checkpoint = callbacks.best
     best = checkpoint.best_model_path
     if not best:
         raise UserError(
@@ -135,7 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     # The selected epoch, measured again: full val (and test) figures of exactly these weights.
     # A trainer without logger, so that the TensorBoard curves keep one point per epoch.
-    judge = build_trainer(cfg, run_dir, callbacks=progress, logger=False)
+    judge = build_trainer(cfg, run_dir, callbacks=callbacks.progress, logger=False)
     judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     val = _monitored(judge.callback_metrics, "val/") | _monitored(
         judge.callback_metrics, "train_eval/"
