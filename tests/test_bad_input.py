@@ -199,7 +199,7 @@ def test_reference_of_the_wrong_shape(trained_run, tmp_path):
     result = run_cli(
         "mode=eval",
         f"ckpt={trained_run / 'best_model.pt'}",
-        f"reference={reference}",
+        f"eval.reference={reference}",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path / 'eval'}",
         cwd=tmp_path,

@@ -82,7 +82,7 @@ def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
         "train": ["data.root="],
         "eval": ["ckpt="],
         "analyze": ["ckpt=", "analysis.imagenet_root="],
-        "predict": ["ckpt=", "input="],
+        "predict": ["ckpt=", "predict.input="],
         "export": ["ckpt=", "export.format="],
     }
     for mode, needs in modes.items():
@@ -96,7 +96,7 @@ def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
         "trainer=gpu",
         "python -m finetune -m data.root=/path/to/mandatory1_data optimizer.lr=",
         "mode=eval ckpt=",
-        "reference=",
+        "eval.reference=",
         "mode=analyze ckpt=",
         "analysis.imagenet_root=",
         "analysis.cifar_root=",

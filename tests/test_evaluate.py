@@ -86,7 +86,9 @@ def original_eval(trained_run, scene_root, tmp_path_factory):
     )
     reference[3, 1] += 1e-3
     torch.save(reference, cwd / "perturbed.pt")
-    result = evaluate_cli(trained_run / "best_model.pt", cwd, f"reference={cwd / 'perturbed.pt'}")
+    result = evaluate_cli(
+        trained_run / "best_model.pt", cwd, f"eval.reference={cwd / 'perturbed.pt'}"
+    )
     return cwd / "eval", result
 
 
@@ -266,7 +268,7 @@ def test_eval_batch_sizes_agree_and_a_repeat_is_bit_identical(soft_ckpt, soft_ev
 
 def test_scores_across_thread_counts_agree_within_the_default_tolerance(soft_ckpt, soft_eval):
     """Other thread counts take other reduction orders: not bit-identical in general, but well
-    inside tolerance=1e-6 (the README's figure for comparing across machines)."""
+    inside eval.tolerance=1e-6 (the README's figure for comparing across machines)."""
     saved = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)
     threads = torch.get_num_threads()
     try:
@@ -293,7 +295,7 @@ def test_scores_are_float32_whatever_the_trainer_says(
     """Evaluation under a bf16 / benchmark training profile gives the default's exact bits and
     passes the reproduction check at the default tolerance."""
     reference = soft_eval / "softmax_scores.pt"
-    result = evaluate_cli(soft_ckpt, tmp_path, *training_profile, f"reference={reference}")
+    result = evaluate_cli(soft_ckpt, tmp_path, *training_profile, f"eval.reference={reference}")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)
     assert torch.equal(scores, torch.load(reference, weights_only=True))
@@ -307,7 +309,7 @@ def test_bf16_inference_is_opt_in_and_recorded(soft_eval, soft_ckpt, tmp_path):
     the reproduction check against float32 scores fails, by a bounded amount."""
     reference = soft_eval / "softmax_scores.pt"
     result = evaluate_cli(
-        soft_ckpt, tmp_path, "inference.precision=bf16-mixed", f"reference={reference}"
+        soft_ckpt, tmp_path, "inference.precision=bf16-mixed", f"eval.reference={reference}"
     )
     assert_one_line_error(result, "reproduction failed")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -377,7 +379,7 @@ def test_figures_png_and_tensorboard(original_eval):
 
 def test_reproduction_passes_and_scores_are_bit_identical(soft_eval, soft_ckpt, tmp_path):
     reference = soft_eval / "softmax_scores.pt"
-    result = evaluate_cli(soft_ckpt, tmp_path, f"reference={reference}")
+    result = evaluate_cli(soft_ckpt, tmp_path, f"eval.reference={reference}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max |difference| 0" in result.stdout + result.stderr
     fresh = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)

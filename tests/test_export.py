@@ -270,6 +270,6 @@ def test_predict_refuses_an_exported_model_in_one_line(exported, scene_root, tmp
     image = next((scene_root / "forest").glob("*.jpg"))
     onnx_file = exported["onnx"] / "model.onnx"
     with pytest.raises(UserError) as error:
-        run_task_in_process(tmp_path, "mode=predict", f"ckpt={onnx_file}", f"input={image}")
+        run_task_in_process(tmp_path, "mode=predict", f"ckpt={onnx_file}", f"predict.input={image}")
     assert "\n" not in str(error.value) and str(onnx_file) in str(error.value)
     assert not (tmp_path / "predictions.csv").exists()

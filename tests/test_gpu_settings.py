@@ -66,7 +66,7 @@ def test_gpu_profile_on_the_cpu_trains_resumes_and_evaluates_reproducibly(tmp_pa
     # (bf16-mixed, benchmark) and the default CPU profile give the same bits.
     once = evaluate(tmp_path, resumed / "best_model.pt", "eval1", *profile)
     twice = evaluate(
-        tmp_path, resumed / "best_model.pt", "eval2", f"reference={once / 'softmax_scores.pt'}"
+        tmp_path, resumed / "best_model.pt", "eval2", f"eval.reference={once / 'softmax_scores.pt'}"
     )
     scores = torch.load(once / "softmax_scores.pt", weights_only=True)
     assert scores.dtype == torch.float32
@@ -119,7 +119,7 @@ def test_gpu_profile_on_a_gpu(tmp_path, scene_root, compile_model):
         run_dir / "best_model.pt",
         "eval2",
         "trainer=gpu",
-        f"reference={once / 'softmax_scores.pt'}",
+        f"eval.reference={once / 'softmax_scores.pt'}",
     )
 
 

@@ -39,7 +39,7 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
     result = run_cli(
         "mode=predict",
         f"ckpt={ckpt}",
-        f"input={folder}",
+        f"predict.input={folder}",
         f"hydra.run.dir={run}",
         "data.loader.num_workers=0",
         "trainer.enable_progress_bar=false",

@@ -69,8 +69,8 @@ def validate_config(cfg: DictConfig) -> None:
         f"model.label_smoothing={smoothing!r} must be in [0, 1)",
     )
     _require(
-        _is_number(cfg.tolerance) and cfg.tolerance >= 0,
-        f"tolerance={cfg.tolerance!r} must be a number >= 0",
+        _is_number(cfg.eval.tolerance) and cfg.eval.tolerance >= 0,
+        f"eval.tolerance={cfg.eval.tolerance!r} must be a number >= 0",
     )
     _require(
         cfg.export.format in EXPORT_FORMATS,

@@ -229,15 +229,15 @@ def load_reference(reference: str | Path) -> torch.Tensor:
     """Saved N x C softmax scores, loaded weights_only; anything else raises UserError."""
     path = Path(reference).expanduser()
     if not path.is_file():
-        raise UserError(f"reference={reference} does not exist: pass a saved {SCORES}")
+        raise UserError(f"eval.reference={reference} does not exist: pass a saved {SCORES}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever fails to load safely is refused
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise UserError(f"reference={path} is not a saved tensor ({first_line})") from None
+        raise UserError(f"eval.reference={path} is not a saved tensor ({first_line})") from None
     if not isinstance(saved, torch.Tensor) or saved.ndim != 2:
         shape = tuple(saved.shape) if isinstance(saved, torch.Tensor) else type(saved).__name__
-        raise UserError(f"reference={path} holds {shape}, expected N x C softmax scores")
+        raise UserError(f"eval.reference={path} holds {shape}, expected N x C softmax scores")
     return saved
 
 
@@ -249,11 +249,12 @@ def compare_with_reference(
     rows, classes = scores.shape
     if saved.shape[1] != classes:
         raise UserError(
-            f"reference={name} has scores for {saved.shape[1]} classes, the model has {classes}"
+            f"eval.reference={name} has scores for {saved.shape[1]} classes, "
+            f"the model has {classes}"
         )
     if saved.shape[0] != rows:
         raise UserError(
-            f"reference={name} has {saved.shape[0]} rows but {rows} images were evaluated: "
+            f"eval.reference={name} has {saved.shape[0]} rows but {rows} images were evaluated: "
             "is it from the same checkpoint and split?"
         )
     difference = (scores.double() - saved.double()).abs()
@@ -395,7 +396,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
-    reference = load_reference(cfg.reference) if cfg.reference else None
+    reference = load_reference(cfg.eval.reference) if cfg.eval.reference else None
     loaded = require_checkpoint(cfg)
     data_cfg = eval_data_config(cfg, loaded, override_keys(HydraConfig.get().overrides.task))
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, only=cfg.split)
@@ -471,13 +472,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
 
     if reference is not None:  # everything above is written first: a failed check loses nothing
-        check = compare_with_reference(scores, reference, cfg.tolerance, str(cfg.reference))
+        check = compare_with_reference(
+            scores, reference, cfg.eval.tolerance, str(cfg.eval.reference)
+        )
         write_json(run_dir / REPRODUCTION, check)
         results["reproduction"] = check
         if not check["passed"]:
             raise UserError(
                 f"reproduction failed: {check['rows_differ']} of {check['rows']} rows of "
                 f"softmax scores differ from {check['reference']} by more than "
-                f"tolerance={cfg.tolerance} (max |difference| {check['max_abs_diff']:.3g})"
+                f"eval.tolerance={cfg.eval.tolerance} "
+                f"(max |difference| {check['max_abs_diff']:.3g})"
             )
     return results

@@ -36,11 +36,13 @@ def input_images(path: Path) -> tuple[Path, list[str]]:
     if path.is_file():
         if not is_image_name(path):
             raise UserError(
-                f"input={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"predict.input={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         return path.parent, [path.name]
     if not path.is_dir():
-        raise UserError(f"input={path} does not exist: pass an image file or a folder of images")
+        raise UserError(
+            f"predict.input={path} does not exist: pass an image file or a folder of images"
+        )
     items = sorted(
         file.relative_to(path).as_posix()
         for file in path.rglob("*")
@@ -53,16 +55,16 @@ def input_images(path: Path) -> tuple[Path, list[str]]:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if not cfg.input:
-        raise UserError("input is not set: add input=<image file or folder of images>")
+    if not cfg.predict.input:
+        raise UserError("input is not set: add predict.input=<image file or folder of images>")
     loaded = require_checkpoint(cfg)
-    root, items = input_images(Path(str(cfg.input)).expanduser().resolve())
+    root, items = input_images(Path(str(cfg.predict.input)).expanduser().resolve())
     keep, bad = split_readable(root, items)
     if bad:
         log.warning("skipping %d file(s) that do not decode as images: %s", len(bad), describe(bad))
         items = [items[i] for i in keep]
     if not items:
-        raise UserError(f"input={cfg.input} holds no readable image files")
+        raise UserError(f"predict.input={cfg.predict.input} holds no readable image files")
 
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
     dataset = ImageDataset(FolderReader(root), items, [-1] * len(items), transform)
