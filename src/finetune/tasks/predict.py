@@ -36,7 +36,8 @@ def input_images(path: Path) -> tuple[Path, list[str]]:
     if path.is_file():
         if not is_image_name(path):
             raise UserError(
-                f"predict.input={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"predict.input={path} is not an image file "
+                f"(suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         return path.parent, [path.name]
     if not path.is_dir():
