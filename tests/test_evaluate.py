@@ -28,17 +28,16 @@ from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.network import build_network
-from finetune.reports.eval_figures import rank_by_class
-from finetune.tasks.evaluate import (
+from finetune.inference import (
     TRANSFORM_KEYS,
-    compare_with_reference,
     eval_data_config,
-    load_reference,
     names_data,
     override_keys,
     softmax_scores,
 )
+from finetune.network import build_network
+from finetune.reports.eval_figures import rank_by_class
+from finetune.tasks.evaluate import compare_with_reference, load_reference
 
 from conftest import REPO, SCENE_CLASSES, assert_one_line_error, run_cli
 

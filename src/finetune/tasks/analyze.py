@@ -45,12 +45,12 @@ from finetune.features import (
     feature_extractor,
     spectrum_summary,
 )
+from finetune.inference import evaluation_data
 from finetune.io import write_csv, write_json, write_text
 from finetune.network import build_network
 from finetune.reports.analysis_figures import spectrum_path, write_spectrum_figures
 from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
-from finetune.tasks.evaluate import eval_data_config, override_keys
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def checkpoint_split(cfg: DictConfig, loaded: LoadedModel) -> tuple[str, ImageDa
     with its name and where it came from."""
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
-    data_cfg = eval_data_config(cfg, loaded, override_keys(HydraConfig.get().overrides.task))
+    data_cfg = evaluation_data(cfg, loaded)
     datamodule = ImageDataModule(data_cfg, cfg.seed, only=cfg.split)
     if datamodule.kind != "demo" and not datamodule.root.is_dir():
         if data_cfg["root"] == loaded.data["root"]:

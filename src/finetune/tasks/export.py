@@ -276,7 +276,7 @@ def check_exported(net: nn.Module, exported: Runner, image_size: int) -> dict[st
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    from finetune.tasks.evaluate import require_checkpoint  # it imports finetune.checkpoint
+    from finetune.inference import load_model  # it imports finetune.checkpoint
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     export_format = str(cfg.export.format)
@@ -287,7 +287,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(
             f"{' and '.join(taken)} already in {run_dir}: kept; export into a new run folder"
         )
-    loaded = require_checkpoint(cfg)
+    loaded = load_model(cfg)
     net = loaded.net.float().eval()
     size = int(loaded.data["image_size"])
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -1,6 +1,6 @@
 """mode=predict: class scores for new images (a file, or a folder searched recursively).
 
-Scores are float32 unless inference.precision says otherwise (see evaluate.scoring_settings).
+Scores are float32 unless inference.precision says otherwise (finetune.inference).
 Hidden files and files without an image suffix are ignored silently; image files that do not
 decode are skipped with one warning naming them. Rows follow sorted relative paths.
 """
@@ -19,14 +19,9 @@ from finetune.data.folder import FolderReader
 from finetune.data.images import IMAGE_SUFFIXES, describe, is_image_name, split_readable
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
+from finetune.inference import TRANSFORM_KEYS, load_model, scoring_settings, softmax_scores
 from finetune.io import write_csv
-from finetune.tasks.evaluate import (
-    PREDICTIONS_CSV,
-    TRANSFORM_KEYS,
-    require_checkpoint,
-    scoring_settings,
-    softmax_scores,
-)
+from finetune.tasks.evaluate import PREDICTIONS_CSV
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +53,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if not cfg.predict.input:
         raise UserError("input is not set: add predict.input=<image file or folder of images>")
-    loaded = require_checkpoint(cfg)
+    loaded = load_model(cfg)
     root, items = input_images(Path(str(cfg.predict.input)).expanduser().resolve())
     keep, bad = split_readable(root, items)
     if bad:
