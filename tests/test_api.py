@@ -1,0 +1,121 @@
+"""`from finetune import run`: the command line as a function, for notebooks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune import run
+from finetune.errors import UserError
+
+from conftest import REPO, TINY, assert_one_line_error, run_cli
+
+TRAIN = [
+    "data.split.test=12",
+    "data.split.val=12",
+    "model.weights=none",
+    "trainer.max_epochs=1",
+    "train_eval_images=0",
+    *TINY,
+]
+
+
+def test_run_trains_and_evaluates_like_the_cli(tmp_path, scene_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "notebook-run"
+    results = run(["mode=train", f"data.root={scene_root}", f"hydra.run.dir={run_dir}", *TRAIN])
+    assert results["run_dir"] == str(run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert results["val"] == saved["val"] and results["test"] == saved["test"]
+    assert (run_dir / "best_model.pt").is_file() and (run_dir / "finetune.log").is_file()
+
+    # no hydra.run.dir: a fresh folder under outputs/eval/, as the CLI makes
+    evaluated = run(["mode=eval", f"ckpt={run_dir / 'best_model.pt'}", *TINY])
+    eval_dir = Path(evaluated["run_dir"])
+    assert eval_dir.relative_to(tmp_path).parts[:2] == ("outputs", "eval") and eval_dir.is_dir()
+    assert evaluated["n"] == 12
+    assert json.loads((eval_dir / "metrics.json").read_text())["map"] == evaluated["map"]
+
+
+def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"data.root={scene_root}", "optimizer=adamw", "trainer.max_epochs=0", *TINY]
+    with pytest.raises(UserError):  # max_epochs=0 selects no checkpoint; the config is written
+        run(["mode=train", f"hydra.run.dir={tmp_path / 'api'}", *overrides])
+    cli = run_cli("--cfg", "job", "mode=train", *overrides, cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    api = yaml.safe_load((tmp_path / "api" / ".hydra" / "config.yaml").read_text())
+    assert api == yaml.safe_load(cli.stdout)
+
+
+def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for overrides in (["mode=eval"], ["optimizer.lr=-1", "experiment=demo"], ["mode=nope"]):
+        with pytest.raises(UserError) as raised:
+            run(overrides)
+        line = assert_one_line_error(run_cli(*overrides, cwd=tmp_path))
+        assert line == f"error: {raised.value}"
+    with pytest.raises(TypeError, match="list of strings"):
+        run("mode=eval ckpt=x")
+
+
+def test_run_from_a_non_editable_install(tmp_path):
+    """A wheel installed into a plain folder (the configs ship inside it) runs `run` from
+    anywhere; the editable checkout is not on the path."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
+    )
+    wheel = next(wheel_dir.glob("finetune-*.whl"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    script = (
+        "import finetune, json\n"
+        "from finetune import run\n"
+        "from finetune.errors import UserError\n"
+        "try:\n"
+        "    run(['mode=eval'])\n"
+        "except UserError as error:\n"
+        "    print(json.dumps({'file': finetune.__file__, 'error': str(error)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = json.loads(result.stdout.strip().splitlines()[-1])
+    assert said["file"].startswith(str(target))
+    assert said["error"].startswith("ckpt is not set")
