@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -21,23 +20,18 @@ from sklearn.metrics import (
     recall_score,
 )
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 from torchvision.models import resnet18
 
-from finetune.checkpoint import load_checkpoint
-from finetune.data.datamodule import ImageDataModule
+from finetune.checkpoint import LoadedModel, load_checkpoint
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.inference import (
-    TRANSFORM_KEYS,
-    eval_data_config,
-    names_data,
-    override_keys,
-    softmax_scores,
-)
+from finetune.inference import TRANSFORM_KEYS, evaluation_data, evaluation_split, softmax_scores
 from finetune.network import build_network
 from finetune.reports.eval_figures import rank_by_class
-from finetune.tasks.evaluate import compare_with_reference, load_reference
+from finetune.reproduction import compare_with_reference, load_reference
+from finetune.validate import validate_config
 
 from conftest import REPO, SCENE_CLASSES, assert_one_line_error, run_cli
 
@@ -230,14 +224,18 @@ def test_lightning_ckpt_scores_like_best_model_pt_of_the_same_epoch(original_eva
 
 
 def _scores_in_process(ckpt: Path, *overrides: str, batch_size: int = 16) -> torch.Tensor:
-    """softmax_scores over the checkpoint's test split, in this process (no CLI start-up)."""
-    cfg = _compose(["mode=eval", f"ckpt={ckpt}", "trainer.enable_progress_bar=false", *overrides])
+    """softmax_scores over the test split eval would score, in this process (no CLI start-up)."""
+    cfg = _compose(
+        [
+            *EVAL,
+            f"data.loader.eval_batch_size={batch_size}",
+            f"ckpt={ckpt}",
+            *overrides,
+        ]
+    )
     loaded = load_checkpoint(ckpt)
-    data_cfg = eval_data_config(cfg, loaded, override_keys(overrides))
-    data_cfg["loader"].update(eval_batch_size=batch_size, num_workers=0)
-    datamodule = ImageDataModule(data_cfg, cfg.seed, None, only="test")
-    datamodule.setup()
-    loader = datamodule.eval_loader(datamodule.datasets["test"])
+    _, datamodule, dataset = evaluation_split(cfg, loaded, None)
+    loader = datamodule.eval_loader(dataset)
     before = _process_flags()
     scores = softmax_scores(cfg, Path(loaded.path).parent, loaded.net, loader)[0]
     assert _process_flags() == before  # scoring leaves the caller's torch flags as they were
@@ -448,7 +446,11 @@ def test_reference_files_that_are_not_score_tables_are_refused(tmp_path):
 
 def test_class_count_mismatch_is_refused(trained_run, cifar_root, tmp_path):
     result = evaluate_cli(
-        trained_run / "best_model.pt", tmp_path, "data=cifar10", f"data.root={cifar_root}"
+        trained_run / "best_model.pt",
+        tmp_path,
+        "data=cifar10",
+        "data.source=config",
+        f"data.root={cifar_root}",
     )
     assert_one_line_error(result, "predicts 6 classes", "has 10")
 
@@ -480,54 +482,148 @@ def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
         load_checkpoint(path)
 
 
-def test_which_overrides_name_the_data():
-    keys = override_keys(["data=cifar10", "+data.manifest=x", "~data.root", "seed=1"])
-    assert keys == {"data", "data.manifest", "data.root", "seed"}
-    assert names_data(override_keys(["data.root=/x"]))
-    assert names_data(override_keys(["data.manifest=null"]))
-    assert not names_data(override_keys(["data.loader.eval_batch_size=7", "experiment=demo"]))
-    assert not names_data(override_keys(["data.image_size=224", "split=val"]))
-
-
 def _compose(overrides: list[str]):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 
-def test_eval_data_comes_from_the_checkpoint_unless_named(trained_run, cifar_root, caplog):
-    loaded = load_checkpoint(trained_run / "best_model.pt")
-    overrides = ["mode=eval", "data.image_size=224", "data.loader.eval_batch_size=7"]
+# -- which data is evaluated: the rule, as a table --------------------------------------------
+CKPT_SPLIT = "/runs/a/split.csv"
+SCENES = {"kind": "folder", "root": "/data/scenes", "image_size": 32, "resize_size": 36}
+DEMO = {"kind": "demo", "root": "/cache/demo_digits", "image_size": 48, "resize_size": 48}
+DEMO_OTHER_CACHE = DEMO | {"root": "/home/me/.cache/finetune/demo_digits"}
+
+
+def _checkpoint(data: dict, manifest: str | None = CKPT_SPLIT) -> LoadedModel:
+    """A checkpoint's metadata as load_checkpoint returns it (the network plays no part)."""
+    data = data | {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    path = Path(manifest or "/runs/a/split.csv").with_name("best_model.pt")
+    return LoadedModel(nn.Identity(), SCENE_CLASSES, data, manifest and Path(manifest), path)
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "overrides", "kind", "root", "manifest"),
+    [
+        (SCENES, [], "folder", "/data/scenes", CKPT_SPLIT),
+        (SCENES, ["data.root=/mnt/scenes"], "folder", "/mnt/scenes", CKPT_SPLIT),
+        (
+            SCENES,
+            ["data.image_size=224", "data.mean=[0,0,0]"],
+            "folder",
+            "/data/scenes",
+            CKPT_SPLIT,
+        ),
+        (SCENES, ["data.manifest=/m/split.csv"], "folder", "/data/scenes", CKPT_SPLIT),
+        (SCENES, ["data.source=config", "data.root=/other"], "folder", "/other", None),
+        (
+            SCENES,
+            ["data.source=config", "data.root=/other", "data.manifest=/m/split.csv"],
+            "folder",
+            "/other",
+            "/m/split.csv",
+        ),
+        (SCENES, ["data=cifar10", "data.source=config", "data.root=/c"], "cifar10", "/c", None),
+        (SCENES, ["data=cifar10", "data.root=/c"], "folder", "/c", CKPT_SPLIT),
+        (DEMO, [], "demo", "/cache/demo_digits", CKPT_SPLIT),
+        (DEMO, ["experiment=demo"], "demo", "/cache/demo_digits", CKPT_SPLIT),
+        (DEMO_OTHER_CACHE, ["experiment=demo"], "demo", "/cache/demo_digits", CKPT_SPLIT),
+        (DEMO_OTHER_CACHE, [], "demo", DEMO_OTHER_CACHE["root"], CKPT_SPLIT),
+        (DEMO, ["experiment=demo", "data.source=config"], "demo", "/cache/demo_digits", None),
+    ],
+    ids=[
+        "defaults",
+        "data.root moved",
+        "transform typed: the checkpoint's",
+        "data.manifest alone: the checkpoint's split",
+        "source=config: fresh split",
+        "source=config with data.manifest",
+        "data=cifar10 source=config",
+        "data=cifar10 alone: the checkpoint's data, moved",
+        "demo checkpoint",
+        "demo checkpoint, experiment=demo: same root",
+        "demo checkpoint of another cache, experiment=demo: materialised here",
+        "demo checkpoint of another cache, defaults",
+        "demo checkpoint, experiment=demo source=config",
+    ],
+)
+def test_which_data_is_evaluated(checkpoint, overrides, kind, root, manifest, monkeypatch):
+    """Setting -> the data eval, predict and analyze use: kind, root, manifest, transform."""
+    monkeypatch.setenv("FINETUNE_CACHE", "/cache")
+    loaded = _checkpoint(checkpoint)
+    data = evaluation_data(_compose(["mode=eval", *overrides]), loaded)
+    assert (data["kind"], data["root"], data["manifest"]) == (kind, root, manifest)
+    assert {key: data[key] for key in TRANSFORM_KEYS} == {
+        key: loaded.data[key] for key in TRANSFORM_KEYS
+    }
+
+
+@pytest.mark.parametrize(
+    ("experiment", "command_line"),
+    [
+        ("data:\n  root: /mnt/scenes\n", ["data.root=/mnt/scenes"]),
+        (
+            "data:\n  source: config\n  root: /other\n  manifest: /m/split.csv\n",
+            ["data.source=config", "data.root=/other", "data.manifest=/m/split.csv"],
+        ),
+        (
+            "defaults:\n  - override /data: cifar10\ndata:\n  source: config\n  root: /c\n",
+            ["data=cifar10", "data.source=config", "data.root=/c"],
+        ),
+    ],
+    ids=["data.root", "source=config with manifest", "data=cifar10 source=config"],
+)
+def test_an_experiment_file_means_what_the_command_line_means(experiment, command_line, tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(f"# @package _global_\n{experiment}")
+    from_file = _compose(["mode=eval", "experiment=mine", f"hydra.searchpath=[file://{tmp_path}]"])
+    loaded = _checkpoint(SCENES)
+    expected = evaluation_data(_compose(["mode=eval", *command_line]), loaded)
+    assert evaluation_data(from_file, loaded) == expected
+    assert expected != evaluation_data(_compose(["mode=eval"]), loaded)
+
+
+def test_what_is_not_used_is_said(caplog):
     with caplog.at_level(logging.WARNING):
-        data = eval_data_config(_compose(overrides), loaded, override_keys(overrides))
-    assert "ignoring data.image_size" in caplog.text
-    assert data["root"] == loaded.data["root"] and data["manifest"] == str(loaded.manifest)
-    assert data["image_size"] == loaded.data["image_size"] == 32
-    assert data["loader"]["eval_batch_size"] == 7
-
-    moved = ["mode=eval", "data.root=/elsewhere/scenes"]  # same data, another folder
-    data = eval_data_config(_compose(moved), loaded, override_keys(moved))
-    assert data["root"] == "/elsewhere/scenes" and data["manifest"] == str(loaded.manifest)
-    assert data["kind"] == loaded.data["kind"]
-
-    named = ["mode=eval", "data=cifar10", f"data.root={cifar_root}"]
-    data = eval_data_config(_compose(named), loaded, override_keys(named))
-    assert data["kind"] == "cifar10" and data["root"] == str(cifar_root)
-    assert data["manifest"] is None and data["mean"] == loaded.data["mean"]
-
-    loaded.manifest = None  # a checkpoint moved away from its run folder
+        evaluation_data(_compose(["mode=eval"]), _checkpoint(SCENES, manifest=None))
+    assert "has no split manifest" in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
-        data = eval_data_config(_compose(["mode=eval"]), loaded, set())
-    assert data["manifest"] is None and "has no split manifest" in caplog.text
-    with pytest.raises(MissingMandatoryValue):
-        eval_data_config(_compose(["data=cifar10"]), loaded, {"data"})
+        evaluation_data(_compose(["mode=eval", "data.manifest=/m.csv"]), _checkpoint(SCENES))
+    assert "not data.kind=folder data.manifest=/m.csv" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        evaluation_data(_compose(["mode=eval", "data.root=/r"]), _checkpoint(SCENES))
+    assert not caplog.text  # the checkpoint's own data, moved: nothing to warn about
+    same = ["data.resize_size=36", "data.mean=[0.5,0.4,0.3]", "data.std=[0.2,0.2,0.2]"]
+    cfg = _compose(
+        ["mode=eval", "data.source=config", "data.root=/r", "data.image_size=224", *same]
+    )
+    with caplog.at_level(logging.WARNING):
+        evaluation_data(cfg, _checkpoint(SCENES))
+    assert "data.image_size=224" in caplog.text and "image_size=32" in caplog.text
+    assert "data.mean" not in caplog.text  # only the keys that differ
 
 
-def test_data_moved_to_another_folder(original_eval, trained_run, scene_root, tmp_path):
-    """data.root=<new place> alone: the checkpoint's own split, read from the new folder."""
+def test_data_source_is_checked():
+    validate_config(_compose(["mode=eval", "data.source=config"]))
+    with pytest.raises(UserError, match="data.source='checkpiont': use checkpoint"):
+        validate_config(_compose(["mode=eval", "data.source=checkpiont"]))
+
+
+def test_data_moved_and_the_configured_manifest_score_the_same_images(
+    soft_ckpt, soft_eval, trained_run, scene_root, tmp_path
+):
+    """data.root=<new place>: the checkpoint's split, read from there; data.source=config with
+    the checkpoint's manifest: the same images again. Both score exactly what eval saved."""
     moved = tmp_path / "moved scenes"
     shutil.copytree(scene_root, moved)
-    result = evaluate_cli(trained_run / "best_model.pt", tmp_path, f"data.root={moved}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    scores = torch.load(tmp_path / "eval" / "softmax_scores.pt", weights_only=True)
-    expected = torch.load(original_eval[0] / "softmax_scores.pt", weights_only=True)
-    assert torch.equal(scores, expected)
+    saved = torch.load(soft_eval / "softmax_scores.pt", weights_only=True)
+    assert torch.equal(_scores_in_process(soft_ckpt, f"data.root={moved}"), saved)
+    configured = [
+        "data.source=config",
+        f"data.root={moved}",
+        f"data.manifest={trained_run / 'split.csv'}",
+    ]
+    assert torch.equal(_scores_in_process(soft_ckpt, *configured), saved)
+    fresh = [*configured[:2], "data.split.test=6", "data.split.val=6"]  # a split of its own
+    assert _scores_in_process(soft_ckpt, *fresh).shape == (6, saved.shape[1])

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune.checkpoint import load_checkpoint
+from finetune import exporting
+from finetune.checkpoint import exported_format, exported_model_message, load_checkpoint
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.tasks import export as export_task
-from finetune.tasks.export import check_exported, exported_format, exported_model_message
+from finetune.exporting import check_exported
 
 EXTRA_HINT = "pip install -e '.[export]'"
 
@@ -173,7 +173,7 @@ def test_json_describes_the_checkpoint(exported, trained_run):
     loaded = load_checkpoint(trained_run / "best_model.pt")
     size = loaded.data["image_size"]
     for export_format, folder in exported.items():
-        file_name = export_task.FILE_NAMES[export_format]
+        file_name = exporting.FILE_NAMES[export_format]
         description = json.loads((folder / f"{file_name}.json").read_text())
         assert description["format"] == export_format and description["file"] == file_name
         assert description["class_names"] == loaded.class_names
@@ -218,7 +218,7 @@ def test_a_failed_check_writes_no_json(trained_run, tmp_path, monkeypatch):
     def failing_check(net, exported, image_size):
         return check_exported(net, lambda images: exported(images) + 1.0, image_size)
 
-    monkeypatch.setattr(export_task, "check_exported", failing_check)
+    monkeypatch.setattr(exporting, "check_exported", failing_check)
     with pytest.raises(UserError, match="logits 1 away from the network's") as error:
         run_export(tmp_path, trained_run / "best_model.pt", "torchscript")
     assert "\n" not in str(error.value)

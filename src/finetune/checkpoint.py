@@ -1,6 +1,11 @@
 """best_model.pt: a plain dict (weights + what is needed to rebuild and evaluate the model),
-written atomically and read back with weights_only=True. Lightning .ckpt files load too."""
+written atomically and read back with weights_only=True. Lightning .ckpt files load too; a file
+written by mode=export (ONNX, TorchScript) is recognised and refused in one line.
 
+The one place that reads the LightningModule's state dict (`network_state`: the `net.` prefix).
+"""
+
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +16,16 @@ from torch import nn
 from finetune.errors import UserError
 from finetune.io import save_torch
 from finetune.network import DEFAULT_ARCH, build_network
-from finetune.tasks.export import exported_format, exported_model_message
 
 FORMAT = "finetune.best_model/1"
 DATA_KEYS = ("kind", "root", "image_size", "resize_size", "mean", "std")
+# What mode=export writes, by export.format: its name for people, and what runs it.
+EXPORTED = {"onnx": ("ONNX", "onnxruntime"), "torchscript": ("TorchScript", "torch.jit.load")}
+# The first byte of every ModelProto written by onnx (field 1, ir_version) and the tags the next
+# field can have: producer_name, producer_version, domain, model_version, doc_string, graph,
+# opset_import, metadata_props. A torch.save file starts with a zip (PK) or pickle (0x80) header.
+_ONNX_FIRST_TAG = 0x08
+_ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72}
 
 
 @dataclass
@@ -30,14 +41,27 @@ class LoadedModel:
     arch: str = DEFAULT_ARCH  # the torchvision architecture, rebuilt from the checkpoint
 
 
-def _torch_load(path: Path) -> Any:
+def weights_only_load(path: Path, refusal: str) -> Any:
+    """torch.load with weights_only=True: a file that would run code, or anything else that
+    fails to unpickle safely, is `refusal` and the first line of the reason, as a UserError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle safely: refuse the file
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error)
-        raise UserError(
-            f"refusing to load {path}: not a weights-only checkpoint ({reason})"
-        ) from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise UserError(f"{refusal} ({reason})") from None
+
+
+def _torch_load(path: Path) -> Any:
+    return weights_only_load(path, f"refusing to load {path}: not a weights-only checkpoint")
+
+
+def network_state(lightning_state: dict[str, Any]) -> dict[str, Any]:
+    """The network's weights in a LightningModule state dict (its `net.` keys, unprefixed)."""
+    return {
+        key.removeprefix("net."): value
+        for key, value in lightning_state.items()
+        if key.startswith("net.")
+    }
 
 
 def export_best_model(
@@ -46,16 +70,11 @@ def export_best_model(
     """Turn the best Lightning checkpoint into best_model.pt (never overwrites)."""
     ckpt = _torch_load(Path(lightning_ckpt))
     hparams = ckpt["hyper_parameters"]
-    state = {
-        key.removeprefix("net."): value
-        for key, value in ckpt["state_dict"].items()
-        if key.startswith("net.")
-    }
     payload = {
         "format": FORMAT,
         "arch": hparams["model"].get("arch", DEFAULT_ARCH),
         "class_names": list(hparams["class_names"]),
-        "state_dict": state,
+        "state_dict": network_state(ckpt["state_dict"]),
         "data": {key: hparams["data"][key] for key in DATA_KEYS},
         "manifest": None if manifest is None else str(Path(manifest).resolve()),
         "metrics": metrics,
@@ -64,6 +83,52 @@ def export_best_model(
         "hyper_parameters": hparams,
     }
     return save_torch(out_path, payload)
+
+
+def _is_torchscript_zip(path: Path) -> bool:
+    """A TorchScript archive holds <archive>/constants.pkl and <archive>/code/; a torch.save
+    checkpoint (also a zip) holds neither."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(
+        name.endswith("/constants.pkl") or name.split("/")[1:2] == ["code"] for name in names
+    )
+
+
+def exported_format(path: Path | str) -> str | None:
+    """'onnx' or 'torchscript' when `path` is a file like those mode=export writes, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    onnx_head = (
+        len(head) >= 3
+        and head[0] == _ONNX_FIRST_TAG
+        and 0 < head[1] < 0x80
+        and head[2] in _ONNX_NEXT_TAGS
+    )
+    if path.suffix.lower() == ".onnx" or onnx_head:
+        return "onnx"
+    if head == b"PK\x03\x04" and _is_torchscript_zip(path):
+        return "torchscript"
+    return None
+
+
+def exported_model_message(path: Path | str, export_format: str) -> str:
+    """The one line that says an exported file is not a checkpoint, and what to do instead."""
+    path = Path(path)
+    description = path.with_name(path.name + ".json")
+    guide = description if description.is_file() else "the JSON file written beside it"
+    label, runner = EXPORTED[export_format]
+    return (
+        f"ckpt={path} is a model exported to {label} (mode=export), not a checkpoint: "
+        "mode=eval, predict and analyze take the best_model.pt (or a .ckpt) of a training run; "
+        f"run {path.name} itself with {runner} as {guide} describes"
+    )
 
 
 def _resolve_manifest(stored: str | None, candidates: list[Path]) -> Path | None:
@@ -102,11 +167,7 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         hparams = payload["hyper_parameters"]
         class_names, data = hparams["class_names"], hparams["data"]
         arch = hparams.get("model", {}).get("arch", DEFAULT_ARCH)
-        state = {
-            key.removeprefix("net."): value
-            for key, value in payload["state_dict"].items()
-            if key.startswith("net.")
-        }
+        state = network_state(payload["state_dict"])
         metrics = {}
         manifest = _resolve_manifest(None, [path.parent.parent / "split.csv"])
     else:

@@ -1,30 +1,37 @@
-"""The one inference path of eval, predict, analyze and export: the model named by `ckpt=`, the
-data it is evaluated on, and Lightning's predict loop under the settings that make scores
-reproduce (`inference.precision`), whatever the training profile says."""
+"""The one inference path of eval, predict, analyze and export.
+
+- `load_model`: the model named by `ckpt=` (the one "ckpt is not set" answer).
+- `evaluation_data` / `evaluation_split`: the data it is evaluated on, by a rule that reads the
+  composed config alone: the checkpoint's own data and split manifest unless
+  `data.source=config`; `data.root`, when set, says where the checkpoint's data lives now. The
+  evaluation transform (image_size, resize_size, mean, std) is always the checkpoint's.
+- `run_predict` / `softmax_scores`: Lightning's predict loop on one device under the settings
+  that make scores reproduce (`inference.precision`), whatever the training profile says.
+"""
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from finetune.checkpoint import LoadedModel, load_checkpoint
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.splits import SPLITS
 from finetune.errors import UserError
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
-DATA_SOURCE_KEYS = {"data", "data.kind", "data.root", "data.manifest"}
-TRANSFORM_KEYS = ("image_size", "resize_size", "mean", "std")
+TRANSFORM_KEYS = ("image_size", "resize_size", "mean", "std")  # always the checkpoint's
+PREDICTIONS_CSV = "predictions.csv"  # eval's and predict's scores, one row per image
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
@@ -134,60 +141,108 @@ def softmax_scores(
 
 
 # -- which data ------------------------------------------------------------------------------
-def override_keys(overrides: Sequence[str]) -> set[str]:
-    """The config keys and groups that command-line overrides set, add or delete."""
-    return {
-        override.key_or_group
-        for override in OverridesParser.create().parse_overrides(list(overrides))
-    }
-
-
-def names_data(keys: set[str]) -> bool:
-    """True when the command line points at data of its own (see the module docstring)."""
-    return bool(keys & DATA_SOURCE_KEYS)
-
-
 def evaluation_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
-    """The data config to evaluate on (see eval_data_config)."""
-    return eval_data_config(cfg, loaded, override_keys(HydraConfig.get().overrides.task))
+    """The data config to evaluate on, from the composed config alone (a value set on the
+    command line or in an experiment file means the same). `data.source=checkpoint`: the
+    checkpoint's kind and manifest, in `data.root` when set (the data moved; the demo's default
+    root, its cache folder, is where the demo is materialised), else in the checkpoint's root.
+    `data.source=config`: `data` as composed (its manifest, or a fresh split by data.split and
+    seed). Either way with the checkpoint's evaluation transform."""
+    if cfg.data.source == "config":
+        data = _configured_data(cfg, loaded)
+    else:
+        data = _checkpoint_data(cfg, loaded)
+    return data | {key: loaded.data[key] for key in TRANSFORM_KEYS}
 
 
-def eval_data_config(cfg: DictConfig, loaded: LoadedModel, keys: set[str]) -> dict[str, Any]:
-    """The data config to evaluate on: the command line's or the checkpoint's data, always
-    with the checkpoint's evaluation transform."""
-    named = names_data(keys)
-    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=named)
-    ignored = sorted(keys & {f"data.{key}" for key in TRANSFORM_KEYS})
+def _configured_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+    ignored = [key for key in TRANSFORM_KEYS if data[key] != loaded.data[key]]
     if ignored:
         log.warning(
-            "ignoring %s from the command line: the model is evaluated with the transform it "
-            "was trained with (%d px)",
-            ", ".join(ignored),
-            loaded.data["image_size"],
+            "%s ignored: the model is evaluated with the transform it was trained with (%s)",
+            ", ".join(f"data.{key}={data[key]}" for key in ignored),
+            ", ".join(f"{key}={loaded.data[key]}" for key in ignored),
         )
-    data.update({key: loaded.data[key] for key in TRANSFORM_KEYS})
-    moved = keys & DATA_SOURCE_KEYS == {"data.root"}  # the same data, in another folder
-    if named and not moved:
-        if not data["manifest"]:
-            log.info(
-                "data named on the command line: split=%s of a fresh split of %s (add "
-                "data.manifest=%s to evaluate the checkpoint's own split)",
-                cfg.split,
-                data["root"],
-                loaded.manifest or "<split.csv>",
-            )
-        return data
-    data.update(kind=loaded.data["kind"], root=data["root"] if moved else loaded.data["root"])
-    data["manifest"] = None if loaded.manifest is None else str(loaded.manifest)
+    if not data["manifest"]:
+        log.info(
+            "data.source=config: split=%s of a fresh split of %s (add data.manifest=%s to "
+            "evaluate the checkpoint's own split)",
+            cfg.split,
+            data["root"],
+            loaded.manifest or "<split.csv>",
+        )
+    return data
+
+
+def _checkpoint_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
+    moved = not OmegaConf.is_missing(cfg.data, "root") and data["root"] is not None
+    if data["manifest"] or (moved and data["kind"] != loaded.data["kind"]):
+        log.warning(
+            "data.source=checkpoint: evaluating the checkpoint's %s data and split, not "
+            "data.kind=%s data.manifest=%s (add data.source=config to evaluate those)",
+            loaded.data["kind"],
+            data["kind"],
+            data["manifest"],
+        )
+    data.update(
+        kind=loaded.data["kind"],
+        root=data["root"] if moved else loaded.data["root"],
+        manifest=None if loaded.manifest is None else str(loaded.manifest),
+    )
     if loaded.manifest is None:
         log.warning(
             "%s has no split manifest (split.csv not found where it was written nor beside the "
             "checkpoint): split=%s is taken from a fresh split of %s (data.split, seed=%s), the "
-            "training split only if those and the data are unchanged; data.root=... and "
-            "data.manifest=... on the command line choose other data",
+            "training split only if those and the data are unchanged; data.source=config "
+            "data.manifest=... chooses another split",
             loaded.path,
             cfg.split,
             data["root"],
             cfg.seed,
         )
     return data
+
+
+def check_classes(loaded: LoadedModel, data_classes: list[str], root: Any) -> None:
+    """Refuse data with another class count; warn when only the names differ."""
+    if len(data_classes) != len(loaded.class_names):
+        raise UserError(
+            f"ckpt={loaded.path} predicts {len(loaded.class_names)} classes but the data at "
+            f"{root} has {len(data_classes)}: evaluate a model on data with its own classes"
+        )
+    if list(data_classes) != list(loaded.class_names):
+        log.warning(
+            "class names differ (model: %s; data: %s): labels are matched by position",
+            ", ".join(loaded.class_names),
+            ", ".join(data_classes),
+        )
+
+
+class EvaluationSplit(NamedTuple):
+    data: dict[str, Any]  # the data config of evaluation_data
+    datamodule: ImageDataModule  # its eval_loader serves `dataset`
+    dataset: Dataset  # split `split=`, never empty
+
+
+def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None) -> EvaluationSplit:
+    """The split `split=` of `evaluation_data`, read by the DataModule (its split.csv and
+    skipped-image list go to `run_dir`; None writes nothing); refused when empty."""
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
+    data_cfg = evaluation_data(cfg, loaded)
+    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, only=cfg.split)
+    if datamodule.kind != "demo" and not datamodule.root.is_dir():
+        if data_cfg["root"] == loaded.data["root"]:
+            raise UserError(
+                f"the checkpoint's data folder {datamodule.root} does not exist: if the data "
+                "has moved, add data.root=<its folder now> (the checkpoint's split is kept)"
+            )
+        raise UserError(f"data.root={datamodule.root} does not exist")
+    check_classes(loaded, datamodule.class_names, datamodule.root)
+    datamodule.setup()
+    dataset = datamodule.datasets[cfg.split]
+    if not len(dataset):
+        raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
+    return EvaluationSplit(data_cfg, datamodule, dataset)
