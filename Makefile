@@ -17,7 +17,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,slurm,export]'
+	$(PY) -m pip install --quiet -e '.[dev,slurm,export,mlflow,optuna]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package (editable) with the dev tools
@@ -41,7 +41,7 @@ test: $(STAMP)  ## run the test suite (the few `slow` tests left out)
 test-slow: $(STAMP)  ## run only the slow tests (minutes each)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: $(STAMP)  ## measure loader, training, evaluation and start-up speed -> benchmarks/results.json
+bench: $(STAMP)  ## the seed's fp32 loop vs the package default, side by side; loader share -> benchmarks/RESULTS.md (~5 min)
 	$(PY) benchmarks/run_all.py $(ARGS)
 
 parity: $(STAMP)  ## fp32 vs the automatic bf16 setting, 3 seeds x 2 data sets -> benchmarks/parity.json (~15 min)

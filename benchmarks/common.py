@@ -26,8 +26,8 @@ class Settings:
     """How much to measure. Every figure is the median of `reps` timed blocks after a warm-up."""
 
     sizes: tuple[int, ...] = (224, 150)
-    batches: tuple[int, ...] = (16, 64)
-    workers: tuple[int, ...] = (0, 1, 2)
+    batches: tuple[int, ...] = (16,)
+    workers: tuple[int, ...] = (0,)  # besides the default (data.loader.num_workers=auto)
     reps: int = 3
     loader_images: int = 128  # per split: one loader epoch
     train_images: int = 64  # per timed training block (steps = train_images // batch)
@@ -36,6 +36,9 @@ class Settings:
     overhead_size: int = 32  # the Lightning overhead breakdown runs at this size, where it shows
     overhead_steps: int = 30
     overhead_reps: int = 5
+    share_steps: int = 20  # timed steps of training from JPEGs (the loader's share of the CPU)
+    share_warmup: int = 3  # untimed steps before them (worker start-up, first-call setup)
+    share_reps: int = 2
     cli_reps: int = 5
 
 
@@ -43,15 +46,20 @@ FULL = Settings()
 QUICK = Settings(
     sizes=(32,),
     batches=(4,),
-    workers=(0, 1),
+    workers=(0,),
     reps=2,
     loader_images=16,
     train_images=8,
     eval_images=8,
     overhead_steps=3,
     overhead_reps=2,
+    share_steps=3,
+    share_warmup=1,
+    share_reps=1,
     cli_reps=1,
 )
+# The seed's way: float32, the default memory layout (whatever the processor could do).
+SEED_WAY = ["trainer.precision=32-true", "model.channels_last=false"]
 
 
 def eval_resize(image_size: int) -> int:
@@ -61,15 +69,19 @@ def eval_resize(image_size: int) -> int:
 
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
-    """The package's configuration, composed by Hydra exactly as `python -m finetune` would."""
+    """The package's configuration, composed by Hydra exactly as `python -m finetune` would, with
+    trainer.precision / model.channels_last `auto` resolved as the train task resolves them."""
     from hydra import compose, initialize_config_dir
 
+    from finetune.tasks.train import resolve_numerics
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return resolve_numerics(compose(config_name="config", overrides=overrides))[0]
 
 
 def run_overrides(size: int, batch: int, device: str, *extra: str) -> list[str]:
-    """Overrides shared by the training and evaluation benchmarks (fp32 on every device)."""
+    """Overrides shared by the training and evaluation benchmarks: the package's defaults
+    (trainer.precision=auto, model.channels_last=auto) unless `extra` says otherwise."""
     return [
         "data.root=unused",
         f"data.image_size={size}",
@@ -78,7 +90,6 @@ def run_overrides(size: int, batch: int, device: str, *extra: str) -> list[str]:
         f"data.loader.eval_batch_size={batch}",
         "model.weights=none",
         f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-        "trainer.precision=32-true",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "+trainer.enable_checkpointing=false",
@@ -163,21 +174,37 @@ class PeakMemory:
         }
 
 
-def children_peak_rss_mb() -> float | None:
-    """The largest peak RSS among this process's live child processes (data-loader workers).
-
-    Forked workers share pages with the parent, and RSS counts those too: an upper bound.
-    """
+def child_pids() -> list[str]:
+    """This process's live child processes (data-loader workers), from /proc (Linux)."""
     me = str(os.getpid())
-    peaks = []
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
         except (OSError, IndexError):
             continue
-        if ppid == me and (kb := _proc_status_kb("VmHWM", stat.parent.name)) is not None:
-            peaks.append(kb)
+        if ppid == me:
+            pids.append(stat.parent.name)
+    return pids
+
+
+def children_peak_rss_mb() -> float | None:
+    """The largest peak RSS among this process's live child processes (data-loader workers).
+
+    Forked workers share pages with the parent, and RSS counts those too: an upper bound.
+    """
+    peaks = [kb for pid in child_pids() if (kb := _proc_status_kb("VmHWM", pid)) is not None]
     return round(max(peaks) / 1024, 1) if peaks else None
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process has used, all its threads (/proc/<pid>/stat); 0.0
+    for a process that has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:

@@ -4,10 +4,11 @@ to one JSON file (benchmarks/device_check.json):
 1. the GPU-marked tests (`pytest -m gpu`);
 2. the demo trained with `trainer=gpu`, without and with `model.compile=true` (wall time,
    accuracy reached);
-3. training images/s of the real `trainer=gpu` setup (bf16-mixed, channels-last, its batch size,
-   224 px; without and with torch.compile) on pre-made tensors, with peak GPU memory, beside the
-   data loader's images/s at the default workers (150 px JPEGs, random crop to 224 px, pinned
-   memory): does the loader keep the GPU fed?
+3. training images/s of the real `trainer=gpu` setup (the automatic numerics: bf16-mixed and
+   channels-last on a GPU with bfloat16; batch 64, 224 px; without and with torch.compile) on
+   pre-made tensors, with peak GPU memory, beside the data loader's images/s at the default
+   workers (150 px JPEGs, random crop to 224 px, pinned memory): does the loader keep the GPU
+   fed?
 
     python benchmarks/device_check.py                        # on the GPU host
     python benchmarks/device_check.py --quick --device cpu   # a smoke test of this script
@@ -41,10 +42,11 @@ from benchmarks.loops import block_rate, build_module, run_lightning, tensor_bat
 from finetune.io import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-FULL = {"size": 224, "steps": 30, "warmup": 5, "loader_images": 512, "demo": []}
+FULL = {"size": 224, "batch": 64, "steps": 30, "warmup": 5, "loader_images": 512, "demo": []}
 # The smoke test: tiny images, a few steps, one short demo epoch.
 QUICK = {
     "size": 32,
+    "batch": 8,
     "steps": 4,
     "warmup": 2,
     "loader_images": 32,
@@ -100,6 +102,7 @@ def train_demo(device: str, compile_model: bool, extra: list[str], folder: Path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return result | {
         "epochs_run": metrics["epochs_run"],
+        "numerics": metrics["numerics"],
         "val_acc_mean": metrics["val"].get("val/acc_mean"),
         "test_acc_mean": metrics["test"].get("test/acc_mean"),
         "test_map": metrics["test"].get("test/map"),
@@ -114,6 +117,7 @@ def gpu_profile_training(device: str, plan: dict[str, Any], compile_model: bool)
         "model.weights=none",
         f"model.compile={str(compile_model).lower()}",
         f"data.image_size={plan['size']}",
+        f"data.loader.batch_size={plan['batch']}",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
@@ -143,7 +147,7 @@ def gpu_profile_training(device: str, plan: dict[str, Any], compile_model: bool)
 def loader_rate(plan: dict[str, Any]) -> dict[str, Any]:
     """The training loader at the default workers (data.loader.num_workers=auto)."""
     size = plan["size"]
-    batch = compose_cfg(["data.root=unused", "trainer=gpu"]).data.loader.batch_size
+    batch = plan["batch"]
     with tempfile.TemporaryDirectory(prefix="device-check-") as folder:
         root = write_scene_jpegs(Path(folder), 2 * plan["loader_images"])
         datamodule = scene_datamodule(root, plan["loader_images"], size, batch)

@@ -1,11 +1,15 @@
 """Data-loader images/s of the scene pipeline (JPEG decode + transform) through the package's
-own ImageDataModule, and what one image costs: decoding it vs transforming it."""
+own ImageDataModule, and what one image costs: decoding it vs transforming it; and, during
+training in the package's default numerics, the loader workers' share of the CPU and what a
+decoded-image cache could save (the decode replaced by a lookup of the decoded image)."""
 
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from omegaconf import OmegaConf
@@ -16,12 +20,17 @@ from benchmarks.common import (
     NUM_CLASSES,
     PeakMemory,
     Settings,
+    child_pids,
     children_peak_rss_mb,
     compose_cfg,
+    cpu_seconds,
     eval_resize,
+    run_overrides,
     summary,
 )
+from benchmarks.loops import build_module
 from finetune.data.datamodule import ImageDataModule
+from finetune.trainer import build_trainer
 
 SCENE_SIDE = 150  # the real scene images are 150x150 JPEGs of about 6-20 KB
 
@@ -165,3 +174,101 @@ def per_image_costs(settings: Settings, root: Path) -> list[dict[str, Any]]:
         return rows
     finally:
         torch.set_num_threads(threads)
+
+
+class CpuClock(L.Callback):
+    """Wall time and CPU seconds of the main process and of its loader workers, from the end of
+    the warm-up steps to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: tuple[float, float, float] | None = None
+        self.end: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def sample() -> tuple[float, float, float]:
+        workers = sum(cpu_seconds(pid) for pid in child_pids())
+        return time.perf_counter(), cpu_seconds(), workers
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 == self.warmup:
+            self.start = self.sample()
+        elif batch_idx + 1 > self.warmup:
+            self.end = self.sample()
+
+
+class DecodedImages:
+    """A stand-in for a decoded-image cache: every image decoded once, up front; a lookup (and a
+    copy, as a memory-mapped cache would make) replaces the JPEG decode."""
+
+    def __init__(self, reader, items: list[str]) -> None:
+        self.root = reader.root
+        self.images = {item: reader(item) for item in items}
+
+    def __call__(self, item: str):
+        return self.images[item].copy()
+
+
+def _train_from_jpegs(
+    root: Path, settings: Settings, size: int, batch: int, cached: bool
+) -> dict[str, float]:
+    """The package's default training (auto numerics, default workers) fed from JPEGs, or from
+    decoded images: images/s and CPU seconds over the timed steps."""
+    steps = settings.share_warmup + settings.share_steps
+    datamodule = scene_datamodule(root, steps * batch, size, batch)
+    if cached:
+        train = datamodule.datasets["train"]
+        train.reader = DecodedImages(train.reader, train.items)
+    cfg = compose_cfg(
+        run_overrides(
+            size,
+            batch,
+            "cpu",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.limit_val_batches=0",
+        )
+    )
+    clock = CpuClock(settings.share_warmup)
+    with tempfile.TemporaryDirectory(prefix="bench-share-") as run_dir:
+        trainer = build_trainer(cfg, run_dir, [clock])
+        trainer.fit(build_module(cfg), datamodule=datamodule)
+    (t0, main0, workers0), (t1, main1, workers1) = clock.start, clock.end
+    return {
+        "images_per_s": settings.share_steps * batch / (t1 - t0),
+        "wall_s": t1 - t0,
+        "main_cpu_s": main1 - main0,
+        "workers_cpu_s": workers1 - workers0,
+    }
+
+
+def loader_share_in_training(
+    settings: Settings, root: Path, size: int, batch: int, decode_share: float
+) -> dict[str, Any]:
+    """During training from JPEGs (CPU, default numerics and workers): the workers' share of the
+    CPU time, the cores each side keeps busy, and the training time a decoded-image cache
+    saves, measured (JPEG and decoded runs alternating) and estimated (workers' share x the
+    decode share of a train item)."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for _ in range(settings.share_reps):
+        for cached in (False, True):
+            runs[cached].append(_train_from_jpegs(root, settings, size, batch, cached))
+    jpeg = runs[False]
+    shares = [r["workers_cpu_s"] / (r["workers_cpu_s"] + r["main_cpu_s"]) for r in jpeg]
+    # the share of the training time a cache saves: 1 - time with it / time without it
+    savings = [
+        1 - plain["images_per_s"] / cached["images_per_s"]
+        for plain, cached in zip(jpeg, runs[True], strict=True)
+    ]
+    return {
+        "image_size": size,
+        "batch": batch,
+        "timed_steps": settings.share_steps,
+        "workers": default_workers(root, settings.loader_images),
+        "images_per_s": summary([r["images_per_s"] for r in jpeg], 1),
+        "images_per_s_decoded": summary([r["images_per_s"] for r in runs[True]], 1),
+        "loader_share": round(statistics.median(shares), 3),
+        "loader_cores": round(statistics.median(r["workers_cpu_s"] / r["wall_s"] for r in jpeg), 2),
+        "main_cores": round(statistics.median(r["main_cpu_s"] / r["wall_s"] for r in jpeg), 2),
+        "cache_saving_measured": round(statistics.median(savings), 3),
+        "cache_saving_estimated": round(statistics.median(shares) * decode_share, 3),
+    }

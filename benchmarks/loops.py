@@ -1,8 +1,10 @@
-"""Timed training / evaluation blocks on pre-made tensors, inside Lightning and without it."""
+"""Timed training / evaluation blocks on pre-made tensors, inside Lightning and without it,
+in the seed's numerics (float32) and in the package's default ones."""
 
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import lightning as L
@@ -12,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import (
     NUM_CLASSES,
+    SEED_WAY,
     PeakMemory,
-    Settings,
     compose_cfg,
     now,
     run_overrides,
@@ -35,6 +37,27 @@ class StepClock(L.Callback):
 
     def on_test_batch_end(self, *args: Any) -> None:
         self.stamps.append(now(self.device))
+
+
+def autocast(device: str, precision: str) -> AbstractContextManager:
+    """What Lightning's precision plugin wraps a step in: bf16 autocast for bf16-mixed."""
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def to_layout(module: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
+    """The input in the module's memory layout (model.channels_last), as its forward makes it."""
+    if module.hparams.model["channels_last"]:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def seed_and_default(size: int, batch: int, device: str) -> tuple[DictConfig, DictConfig]:
+    """The config of the seed's way (float32, default layout) and the package's default one
+    (trainer.precision=auto, model.channels_last=auto, resolved for `device`)."""
+    return (
+        compose_cfg(run_overrides(size, batch, device, *SEED_WAY)),
+        compose_cfg(run_overrides(size, batch, device)),
+    )
 
 
 def tensor_batches(size: int, batch: int, steps: int, seed: int = 0) -> DataLoader:
@@ -114,44 +137,12 @@ def interleaved(
     return {name: {"images_per_s": summary(rates[name]), **peaks[name].as_dict()} for name in names}
 
 
-PlainRun = Callable[[ImageClassifier, DataLoader, str], list[float]]
-
-
-def lightning_vs_plain(
-    stage: str,
-    plain_run: PlainRun,
-    images: int,
-    settings: Settings,
-    size: int,
-    batch: int,
-    device: str,
-) -> dict[str, Any]:
-    """Lightning's fit/test of the package module against `plain_run` (the same work without
-    Lightning) on the same network, tensors and batch size, interleaved block by block.
-
-    ratio: the median over repetitions of Lightning's images/s over the plain loop's, each
-    pair run back to back, so that load changing between repetitions cancels out.
-    """
-    cfg = compose_cfg(run_overrides(size, batch, device))
-    steps = settings.warmup_steps + max(1, images // batch)
-    batches = tensor_batches(size, batch, steps)
-    plain, lightning = build_module(cfg), build_module(cfg)
-    plain_run(plain, tensor_batches(size, batch, 1), device)  # first-call kernel setup, untimed
-    results = interleaved(
-        {
-            "plain": lambda: plain_run(plain, batches, device),
-            "lightning": lambda: run_lightning(stage, lightning, batches, cfg, device),
-        },
-        settings.reps,
-        settings.warmup_steps,
-        batch,
+def paired_ratio(results: dict[str, dict[str, Any]], over: str, under: str) -> float:
+    """The median over repetitions of `over`'s images/s / `under`'s, each pair run back to back
+    (interleaved), so that load changing between repetitions cancels out."""
+    pairs = zip(
+        results[over]["images_per_s"]["values"],
+        results[under]["images_per_s"]["values"],
+        strict=True,
     )
-    speeds = {name: result["images_per_s"]["values"] for name, result in results.items()}
-    pairs = zip(speeds["lightning"], speeds["plain"], strict=True)
-    return {
-        "image_size": size,
-        "batch": batch,
-        "timed_steps": steps - settings.warmup_steps,
-        **results,
-        "ratio": round(statistics.median(ours / theirs for ours, theirs in pairs), 3),
-    }
+    return round(statistics.median(a / b for a, b in pairs), 3)

@@ -1,6 +1,7 @@
-"""Training images/s: the package's LightningModule in a Trainer against a plain PyTorch loop
-on the same network, tensors, batch size, optimizer and steps; and what Lightning's extra
-per-step work costs, one piece at a time."""
+"""Training images/s side by side: the seed's way (a plain PyTorch loop in float32), the same
+plain loop in the package's default numerics, and the package (its LightningModule in a
+Trainer, default numerics) on the same tensors, batch size, optimizer and steps; and what
+Lightning's extra per-step work costs, one piece at a time."""
 
 import io
 import tempfile
@@ -12,33 +13,44 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from benchmarks.common import NUM_CLASSES, Settings, compose_cfg, now, run_overrides
+from benchmarks.common import NUM_CLASSES, SEED_WAY, Settings, compose_cfg, now, run_overrides
 from benchmarks.loops import (
+    autocast,
     build_module,
     interleaved,
-    lightning_vs_plain,
+    paired_ratio,
     run_lightning,
+    seed_and_default,
     tensor_batches,
+    to_layout,
 )
 from finetune.metrics import ClassificationMetrics
 from finetune.model import ImageClassifier
+from finetune.optim import build_optimizer
 
 # The scene data at the default split: 17,034 images - 3,000 test - 2,000 val.
 SCENE_TRAIN_IMAGES = 12_034
 PACKAGE_MODULE = "+ self.log per step (the package module)"
+SEED = "plain loop, float32 (the seed's way)"
+PLAIN_DEFAULT = "plain loop, default numerics"
+PACKAGE = "package default (Lightning)"
 
 
-def fit_plain(module: ImageClassifier, batches: DataLoader, device: str) -> list[float]:
+def fit_plain(
+    module: ImageClassifier, batches: DataLoader, device: str, precision: str = "32-true"
+) -> list[float]:
     """The training step without Lightning: forward, loss, zero_grad, backward, optimizer step.
 
-    Same network, loss and optimizer (the module's own configure_optimizers) as Lightning runs.
+    Same network, loss, optimizer (built from the module's own parameter groups and settings),
+    memory layout and autocast (`precision`) as Lightning runs.
     """
     net = module.net.to(device).train()
-    optimizer = module.configure_optimizers()["optimizer"]
+    optimizer = build_optimizer(module.param_groups(), module.hparams.optimizer)
     stamps = []
     for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        loss = module.criterion(net(images), labels)
+        images, labels = to_layout(module, images.to(device)), labels.to(device)
+        with autocast(device, precision):
+            loss = module.criterion(net(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -62,9 +74,35 @@ class MetricsNoLog(ImageClassifier):
 
 
 def compare_training(settings: Settings, size: int, batch: int, device: str) -> dict[str, Any]:
-    return lightning_vs_plain(
-        "fit", fit_plain, settings.train_images, settings, size, batch, device
+    """The seed's plain float32 loop, the plain loop in the default numerics and the package's
+    default, interleaved block by block; the package's speed over each plain loop."""
+    seed_cfg, default_cfg = seed_and_default(size, batch, device)
+    precision = default_cfg.trainer.precision
+    steps = settings.warmup_steps + max(1, settings.train_images // batch)
+    batches = tensor_batches(size, batch, steps)
+    seed, plain, package = (build_module(cfg) for cfg in (seed_cfg, default_cfg, default_cfg))
+    first = tensor_batches(size, batch, 1)  # first-call kernel setup, untimed
+    fit_plain(seed, first, device)
+    fit_plain(plain, first, device, precision)
+    results = interleaved(
+        {
+            SEED: lambda: fit_plain(seed, batches, device),
+            PLAIN_DEFAULT: lambda: fit_plain(plain, batches, device, precision),
+            PACKAGE: lambda: run_lightning("fit", package, batches, default_cfg, device),
+        },
+        settings.reps,
+        settings.warmup_steps,
+        batch,
     )
+    return {
+        "image_size": size,
+        "batch": batch,
+        "timed_steps": steps - settings.warmup_steps,
+        "numerics": {"precision": precision, "channels_last": default_cfg.model.channels_last},
+        "variants": results,
+        "default_over_seed": paired_ratio(results, PACKAGE, SEED),
+        "lightning_over_plain": paired_ratio(results, PACKAGE, PLAIN_DEFAULT),
+    }
 
 
 def _silent_progress_bar() -> RichProgressBar:
@@ -89,7 +127,7 @@ def lightning_overhead(settings: Settings, device: str) -> dict[str, Any]:
     variant's figure is its fastest block: load from other processes only ever adds time.
     """
     size, batch = settings.overhead_size, min(settings.batches)
-    overrides = run_overrides(size, batch, device, "model.freeze_backbone=true")
+    overrides = run_overrides(size, batch, device, *SEED_WAY, "model.freeze_backbone=true")
     cfg = compose_cfg(overrides)
     cfg_bar = compose_cfg([*overrides, "trainer.enable_progress_bar=true"])
     warmup = max(settings.warmup_steps, 3)

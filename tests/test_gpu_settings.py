@@ -1,6 +1,7 @@
-"""What `trainer=gpu` switches on, run wherever torch can run it: bf16-mixed autocast,
-channels-last, the profile's batch sizes and cudnn.benchmark on the CPU (trainer.accelerator=cpu),
-torch.compile with inductor on the CPU (gcc), and the same on a CUDA GPU where there is one."""
+"""What `trainer=gpu` switches on, run wherever torch can run it: the GPU's numerics (bf16-mixed
+autocast, channels-last; set explicitly here, as trainer.precision=auto picks them on a GPU with
+bfloat16) and cudnn.benchmark on the CPU (trainer.accelerator=cpu), torch.compile with inductor
+on the CPU (gcc), and the same on a CUDA GPU where there is one."""
 
 import json
 from pathlib import Path
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from finetune.precision import choose_numerics
+
 from conftest import REPO, run_cli
 
-# 32 px images, no workers and no progress bar; the profile's own batch sizes (64 / 256) stay.
+# 32 px images, no workers and no progress bar.
 SMALL = [
     "data.image_size=32",
     "data.resize_size=32",
@@ -45,12 +48,37 @@ def evaluate(tmp_path: Path, ckpt: Path, name: str, *overrides: str) -> Path:
     return run_dir
 
 
-def test_gpu_profile_on_the_cpu_trains_resumes_and_evaluates_reproducibly(tmp_path, scene_root):
-    profile = ["trainer=gpu", "trainer.accelerator=cpu"]
+def test_trainer_gpu_is_trainer_accelerator_gpu_flag_by_flag():
+    """The trainer group sets trainer keys only: `trainer=gpu` is `trainer.accelerator=gpu` plus
+    cuDNN autotuning, the numerics left to trainer.precision=auto / model.channels_last=auto."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        group = OmegaConf.to_container(compose("config", overrides=["trainer=gpu"]))
+        flags = ["trainer.accelerator=gpu", "trainer.benchmark=true"]
+        flag = OmegaConf.to_container(compose("config", overrides=flags))
+        default = OmegaConf.to_container(compose("config"))
+    assert group == flag
+    assert {key: group[key] for key in group if key != "trainer"} == {
+        key: default[key] for key in default if key != "trainer"
+    }
+    assert (group["trainer"]["precision"], group["model"]["channels_last"]) == ("auto", "auto")
+
+
+def test_gpu_numerics_on_the_cpu_train_resume_and_evaluate_reproducibly(tmp_path, scene_root):
+    profile = [
+        "trainer=gpu",
+        "trainer.accelerator=cpu",
+        "trainer.precision=bf16-mixed",
+        "model.channels_last=true",
+        "data.loader.batch_size=16",
+    ]
     first = train(tmp_path, scene_root, "first", *profile, "trainer.max_epochs=1")
     saved = torch.load(first / "best_model.pt", weights_only=True)["hyper_parameters"]
     assert saved["model"]["channels_last"] is True
-    assert saved["data"]["loader"]["batch_size"] == 64
     log = (first / "finetune.log").read_text()
     assert "Using bfloat16 Automatic Mixed Precision" in log, log[-2000:]
 
@@ -133,6 +161,8 @@ def test_device_check_smoke(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "check.json").read_text()) == results
     assert results["gpu_tests"]["exit_code"] in (0, 5)  # 5: no GPU test collected to run
     assert [run["exit_code"] for run in results["demo"]] == [0]
-    assert results["training"][0]["precision"] == "bf16-mixed"
-    assert results["training"][0]["channels_last"] is True
+    numerics = choose_numerics("cpu", "auto", "auto")  # what trainer=gpu gets on this CPU
+    assert results["training"][0]["precision"] == numerics.precision
+    assert results["training"][0]["channels_last"] is numerics.channels_last
+    assert results["demo"][0]["numerics"] == numerics.as_dict()
     assert results["loader"]["images_per_s"] > 0

@@ -2,10 +2,17 @@
 natively, float32 elsewhere; explicit settings win. Capabilities are simulated, so every case
 runs on any machine."""
 
+import json
+import logging
+
 import pytest
 import torch
 
+from finetune.errors import UserError
 from finetune.precision import choose_numerics, cpu_bf16
+from test_train import SCENE, train_in_process
+
+from conftest import TINY
 
 
 @pytest.fixture
@@ -83,3 +90,93 @@ def test_this_machine_is_described_truthfully():
     assert choose_numerics("cpu", "auto", "auto").precision == (
         "bf16-mixed" if native else "32-true"
     )
+
+
+# -- the choice wired into mode=train ----------------------------------------------------------
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.__main__ import _config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        return compose("config", overrides=["mode=eval", "data.root=unused", *overrides])
+
+
+def test_defaults_are_auto_and_bad_values_are_one_line():
+    from finetune.validate import validate_config
+
+    cfg = _compose()
+    assert (cfg.trainer.precision, cfg.model.channels_last) == ("auto", "auto")
+    validate_config(cfg)
+    for override, words in [
+        ("trainer.precision=bf17", "trainer.precision='bf17': use auto, "),
+        ("model.channels_last=maybe", "model.channels_last='maybe': use true, false or auto"),
+    ]:
+        with pytest.raises(UserError) as error:
+            validate_config(_compose(override))
+        assert words in str(error.value) and "\n" not in str(error.value)
+    validate_config(_compose("trainer.precision=16-mixed", "model.channels_last=false"))
+
+
+TRAIN = [*SCENE, *TINY, "trainer.max_epochs=1", "train_eval_images=0"]
+
+
+def test_bf16_run_records_its_numerics_resumes_and_evaluates_as_trained(
+    tmp_path, scene_root, cpu, gpu, caplog
+):
+    """On a (simulated) CPU with native bf16 the defaults train in bf16-mixed + channels-last, say
+    so once, record it; the run resumes in bf16; and its test figures (judged in float32) are
+    exactly what a later mode=eval of best_model.pt reports."""
+    cpu("AVX512-BF16")
+    gpu(None)
+    data = f"data.root={scene_root}"
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        first = train_in_process(tmp_path / "first", data, *TRAIN)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("numerics:")]
+    assert said == [
+        "numerics: trainer.precision=bf16-mixed, model.channels_last=true (precision bf16-mixed "
+        "and channels-last on: this CPU computes bfloat16 natively (AVX512-BF16))"
+    ]
+    numerics = {
+        "precision": "bf16-mixed",
+        "channels_last": True,
+        "reason": said[0].split(" (", 1)[1][:-1],
+    }
+    assert first["numerics"] == numerics
+    assert first["inference"] == {"precision": "32-true", "deterministic": True}
+    saved = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    best = torch.load(tmp_path / "first" / "best_model.pt", weights_only=True)
+    assert saved["numerics"] == best["metrics"]["numerics"] == numerics
+    assert best["hyper_parameters"]["model"]["channels_last"] is True  # a plain bool, not auto
+
+    resumed = train_in_process(
+        tmp_path / "resumed", data, *TRAIN, "trainer.max_epochs=2", f"resume={tmp_path / 'first'}"
+    )
+    assert resumed["epochs_run"] == 2 and resumed["numerics"] == numerics
+
+    evaluated = train_in_process(
+        tmp_path / "eval", "mode=eval", f"ckpt={tmp_path / 'resumed' / 'best_model.pt'}", *TINY
+    )
+    for key in ("acc_mean", "map"):
+        assert evaluated[key] == pytest.approx(resumed["test"][f"test/{key}"], abs=1e-6)
+
+
+def test_explicit_settings_win_in_a_run(tmp_path, scene_root, cpu, gpu):
+    cpu("AMX")
+    gpu(None)
+    results = train_in_process(
+        tmp_path,
+        f"data.root={scene_root}",
+        *TRAIN,
+        "trainer.precision=32-true",
+        "model.channels_last=false",
+    )
+    assert results["numerics"] == {
+        "precision": "32-true",
+        "channels_last": False,
+        "reason": "as set in the config",
+    }
+    hparams = torch.load(tmp_path / "best_model.pt", weights_only=True)["hyper_parameters"]
+    assert hparams["model"]["channels_last"] is False

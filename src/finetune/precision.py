@@ -7,7 +7,7 @@ training: bf16-mixed autocast + channels-last where the device computes bfloat16
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
@@ -30,6 +30,14 @@ class Numerics:
             "channels_last": self.channels_last,
             "reason": self.reason,
         }
+
+
+def trainer_precisions() -> tuple[str, ...]:
+    """`auto` and every trainer.precision Lightning accepts, from Lightning's own list."""
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    accepted = (str(value) for literal in get_args(_PRECISION_INPUT) for value in get_args(literal))
+    return (AUTO, *dict.fromkeys(accepted))
 
 
 def cpu_bf16() -> str | None:

@@ -1,4 +1,10 @@
-"""mode=train: fit, select the best epoch on the validation metric, test it, export it."""
+"""mode=train: fit, select the best epoch on the validation metric, test it, export it.
+
+The numeric setting (trainer.precision, model.channels_last: `auto` by default) is resolved once
+here, before the model and the Trainer are built (finetune.precision). The selected epoch is
+measured again with the arithmetic of evaluation (inference.precision, float32 by default), so
+that metrics.json's figures are the ones a later mode=eval of best_model.pt gives.
+"""
 
 import logging
 import time
@@ -15,9 +21,11 @@ from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule
 from finetune.errors import UserError
+from finetune.inference import _process_flags_restored, scoring_settings
 from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
+from finetune.precision import Numerics, choose_numerics
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -88,9 +96,40 @@ def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
 
 
+def resolve_numerics(cfg: DictConfig) -> tuple[DictConfig, Numerics]:
+    """`cfg` with trainer.precision and model.channels_last as plain values (no `auto`), and the
+    choice with its reason; said in one log line."""
+    numerics = choose_numerics(
+        cfg.trainer.accelerator, cfg.trainer.precision, cfg.model.channels_last
+    )
+    log.info(
+        "numerics: trainer.precision=%s, model.channels_last=%s (%s)",
+        numerics.precision,
+        str(numerics.channels_last).lower(),
+        numerics.reason,
+    )
+    resolved = OmegaConf.merge(
+        cfg,
+        {
+            "trainer": {"precision": numerics.precision},
+            "model": {"channels_last": numerics.channels_last},
+        },
+    )
+    return resolved, numerics
+
+
+def judge_config(cfg: DictConfig) -> DictConfig:
+    """The training config with the arithmetic of evaluation (finetune.inference): the figures
+    of the selected epoch are then those a later mode=eval of best_model.pt reports."""
+    scoring = scoring_settings(cfg)
+    keys = ("precision", "deterministic", "benchmark")
+    return OmegaConf.merge(cfg, {"trainer": {key: scoring[key] for key in keys}})
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     started = time.perf_counter()
+    cfg, numerics = resolve_numerics(cfg)
     L.seed_everything(cfg.seed, workers=True)
     resume = resume_checkpoint(cfg.resume)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -125,17 +164,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"no checkpoint was selected: is trainer.max_epochs >= 1 and is monitor={cfg.monitor}"
             " logged every epoch?"
         )
-    # The selected epoch, measured again: full val (and test) figures of exactly these weights.
-    # A trainer without logger, so that the TensorBoard curves keep one point per epoch.
-    judge = build_trainer(cfg, run_dir, callbacks=callbacks.progress, logger=False)
-    judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    val = _monitored(judge.callback_metrics, "val/") | _monitored(
-        judge.callback_metrics, "train_eval/"
-    )
-    test: dict[str, float] = {}
-    if len(datamodule.datasets["test"]):
-        judge.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        test = _monitored(judge.callback_metrics, "test/")
+    # The selected epoch, measured again: full val (and test) figures of exactly these weights,
+    # in the arithmetic of evaluation. A trainer without logger, so that the TensorBoard curves
+    # keep one point per epoch.
+    judged = judge_config(cfg)
+    with _process_flags_restored(full_float32=judged.trainer.precision == "32-true"):
+        judge = build_trainer(judged, run_dir, callbacks=callbacks.progress, logger=False)
+        judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        val = _monitored(judge.callback_metrics, "val/") | _monitored(
+            judge.callback_metrics, "train_eval/"
+        )
+        test: dict[str, float] = {}
+        if len(datamodule.datasets["test"]):
+            judge.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+            test = _monitored(judge.callback_metrics, "test/")
     results = {
         "monitor": {
             "name": cfg.monitor,
@@ -148,6 +190,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "resumed_from": None if resume is None else str(resume),
         "world_size": trainer.world_size,
         "skipped_images": len(datamodule.skipped),
+        "numerics": numerics.as_dict(),
+        # the arithmetic of the val and test figures above (as in mode=eval's metrics.json)
+        "inference": {
+            "precision": judged.trainer.precision,
+            "deterministic": judged.trainer.deterministic,
+        },
         "val": val,
         "test": test,
         "wall_time_s": round(time.perf_counter() - started, 2),
