@@ -21,7 +21,7 @@ from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule
 from finetune.errors import UserError
-from finetune.inference import _process_flags_restored, scoring_settings
+from finetune.inference import process_flags_restored, scoring_settings
 from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
@@ -168,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # in the arithmetic of evaluation. A trainer without logger, so that the TensorBoard curves
     # keep one point per epoch.
     judged = judge_config(cfg)
-    with _process_flags_restored(full_float32=judged.trainer.precision == "32-true"):
+    with process_flags_restored(full_float32=judged.trainer.precision == "32-true"):
         judge = build_trainer(judged, run_dir, callbacks=callbacks.progress, logger=False)
         judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         val = _monitored(judge.callback_metrics, "val/") | _monitored(
