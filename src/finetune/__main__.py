@@ -6,16 +6,21 @@ Heavy libraries (torch, lightning) are imported by the tasks, after composition,
 `python -m finetune --help` and `--cfg job` answer at once.
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune.choices import check_command_line
 from finetune.errors import UserError
-from finetune.tasks import run_task
+from finetune.tasks import FILE_ONLY, quiet_console, run_task
+
+log = logging.getLogger("finetune")
 
 
 def _config_dir() -> str:
@@ -31,11 +36,21 @@ def _fail(message: str) -> None:
 
 
 @hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")
-def _run(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> float | None:
+    """One run. Returns the monitored value of a training run: what a sweeper such as Optuna
+    optimises (None for the other modes, and for a run of a sweep that stopped with an error)."""
     try:
-        run_task(cfg)
+        results = run_task(cfg)
     except UserError as error:
-        _fail(str(error))
+        quiet_console()  # (again: idempotent) so that FILE_ONLY keeps the line off the console
+        log.error("stopped: %s", error, extra=FILE_ONLY)  # the run's finetune.log says why
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            _fail(str(error))
+        # One run of a sweep: say why it stopped and let the others run; the sweep summary
+        # lists it as failed and the sweep ends with status 2.
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    return float(results["monitor"]["value"]) if cfg.mode == "train" else None
 
 
 def main() -> None:

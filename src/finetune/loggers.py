@@ -1,12 +1,73 @@
-"""The experiment loggers of a training run."""
+"""The experiment loggers of a training run: one Lightning logger per entry of the `logger`
+config group (`logger=tensorboard`, `logger=[tensorboard,csv,mlflow]`), built by Hydra's
+`instantiate` from its `_target_` and keys. Lightning sends every logger the same metrics.
 
+The run folder is made by Hydra when the run starts, so a config cannot name it: the one
+argument of each logger that places it in the run (TensorBoard's and CSV's save_dir, MLflow's
+run name) is null in the config and filled in here.
+"""
+
+import importlib.util
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import TensorBoardLogger
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from finetune.errors import UserError
+
+
+def _folder(run_dir: Path) -> str:
+    return os.fspath(run_dir)
+
+
+def _run_name(run_dir: Path) -> str:
+    """The run folder as the user sees it: relative to the working directory when inside it."""
+    path = Path(run_dir).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# The argument, per logger class, that a null in the config leaves to the run folder.
+RUN_FOLDER_ARGUMENT: dict[str, tuple[str, Callable[[Path], str]]] = {
+    "lightning.pytorch.loggers.TensorBoardLogger": ("save_dir", _folder),
+    "lightning.pytorch.loggers.CSVLogger": ("save_dir", _folder),
+    "lightning.pytorch.loggers.MLFlowLogger": ("run_name", _run_name),
+}
+# The optional package a logger class needs, and the extra of this project that installs it.
+OPTIONAL_PACKAGE = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow")}
+
+
+def _require_package(name: str, target: str) -> None:
+    module, extra = OPTIONAL_PACKAGE.get(target, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"logger={name} needs the {module} package: pip install -e '.[{extra}]' "
+            f"(or pip install 'finetune[{extra}]'), or choose another logger"
+        )
 
 
 def training_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    """TensorBoard event files in <run_dir>/tensorboard (read back by eval's training curves)."""
-    return [TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)]
+    """The Lightning loggers chosen by `cfg.logger` (none for `logger=[]`), writing to `run_dir`."""
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        target = node.get("_target_")
+        if not target:
+            raise UserError(f"logger.{name} has no _target_: choose logger=tensorboard|csv|mlflow")
+        _require_package(name, target)
+        filled = {}
+        if target in RUN_FOLDER_ARGUMENT:
+            argument, value_for = RUN_FOLDER_ARGUMENT[target]
+            if node.get(argument) is None:
+                filled[argument] = value_for(run_dir)
+        try:
+            loggers.append(instantiate(node, **filled))
+        except InstantiationException as error:
+            reason = " ".join(str(error.__cause__ or error).split())[:300]
+            raise UserError(f"logger.{name} rejected by {target}: {reason}") from None
+    return loggers

@@ -1,0 +1,121 @@
+"""Sweeps through the command line: `hparams_search=optuna` optimises the monitored value the
+task returns and is ranked by the sweep summary like a grid; a run that stops with a user error
+does not stop the sweep."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import TINY, run_cli
+
+SWEEP = [
+    "data.split.test=6",
+    "data.split.val=12",
+    "model.weights=none",
+    "trainer.max_epochs=1",
+    "train_eval_images=0",
+    *TINY,
+]
+SEARCHED = {  # the search space of conf/hparams_search/optuna.yaml
+    "optimizer.lr": (1e-5, 1e-1),
+    "optimizer.weight_decay": (1e-6, 1e-1),
+    "model.label_smoothing": (0.0, 0.2),
+}
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "sweep_summary.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def job_overrides(job: Path) -> dict[str, str]:
+    lines = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+    return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.mark.parametrize(("mode", "direction"), [("max", "maximize"), ("min", "minimize")])
+def test_optuna_direction_follows_monitor_mode(mode, direction):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.__main__ import _config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=["hparams_search=optuna", f"monitor_mode={mode}"],
+                return_hydra_config=True,
+            )
+    finally:
+        GlobalHydra.instance().clear()
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == direction
+    assert sweeper.sampler.seed == cfg.seed
+    assert set(sweeper.params) == set(SEARCHED)
+    for key in SEARCHED:  # each searched key is a key of the config, not a new one
+        assert OmegaConf.select(cfg, key, default=None) is not None, key
+
+
+def test_optuna_trials_are_ranked_and_its_best_is_the_summarys_winner(tmp_path, scene_root):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        f"data.root={scene_root}",
+        *SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = summary_rows(sweep_dir)
+    assert [row["rank"] for row in rows] == ["1", "2", "3"]
+    assert [row["status"] for row in rows] == ["ok"] * 3
+    values = [float(row["value"]) for row in rows]
+    assert values == sorted(values, reverse=True)  # val/map, maximised
+
+    trials = {job.name: job_overrides(job) for job in sorted(sweep_dir.glob("[0-9]"))}
+    assert len(trials) == 3
+    assert len({trial["optimizer.lr"] for trial in trials.values()}) == 3  # three points
+    for trial in trials.values():
+        for key, (low, high) in SEARCHED.items():
+            assert low <= float(trial[key]) <= high, (key, trial[key])
+
+    optuna = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    winner = rows[0]["run"]
+    metrics = json.loads((sweep_dir / winner / "metrics.json").read_text())
+    assert optuna["best_value"] == metrics["monitor"]["value"]  # what the task returned
+    assert optuna["best_params"] == {key: float(trials[winner][key]) for key in SEARCHED}
+    assert (sweep_dir / "best_model.pt").read_bytes() == (
+        sweep_dir / winner / "best_model.pt"
+    ).read_bytes()
+
+
+def test_a_run_with_a_user_error_does_not_end_the_sweep(tmp_path, scene_root):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "optimizer.lr=0.05,-1",
+        f"data.root={scene_root}",
+        *SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == "error: optimizer.lr=-1 must be a number > 0"
+    assert "1 of 2 runs failed (run 1)" in errors[1] and len(errors) == 2
+
+    rows = summary_rows(sweep_dir)  # the summary was written: the sweep reached its end
+    assert [(row["run"], row["status"]) for row in rows] == [("0", "ok"), ("1", "failed")]
+    assert (sweep_dir / "0" / "metrics.json").is_file()
+    assert "optimizer.lr=-1 must be a number > 0" in (sweep_dir / "1" / "finetune.log").read_text()
