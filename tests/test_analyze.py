@@ -192,6 +192,7 @@ def compose_config():
             ("ckpt=CKPT", "analysis.modules=[layer1.0.conv1,layer9.conv1]"),
             r"unknown module\(s\) layer9.conv1; valid names include .*layer1.0.conv1",
         ),
+        (("ckpt=CKPT", "analysis.modules=7"), r"analysis.modules=7 must be auto or a list"),
     ],
 )
 def test_mistakes_are_user_errors(compose_config, trained_run, overrides, pattern):
@@ -285,12 +286,12 @@ def test_data_root_relocates_the_checkpoint_split(analyze_run, trained_run, scen
     assert own["images"] == original["datasets"]["scenes-test"]["images"]
     assert records_of(relocated, "scenes-test") == records_of(original, "scenes-test")
 
-    # naming other data (data.kind=) analyses that data: a fresh split of it, no manifest
+    # data.source=config analyses the configured data: a fresh split of it, no manifest
     other = make_scene_folder(tmp_path / "other-scenes", per_class=4, seed=3)
     fresh = analyze_run(
         f"ckpt={ckpt}",
         f"data.root={other}",
-        "data.kind=folder",
+        "data.source=config",
         "data.split.test=6",
         "data.split.val=6",
     )
@@ -312,14 +313,14 @@ def test_too_few_images_are_one_line_errors(analyze_run, trained_run, imagenet_r
     from finetune.errors import UserError
 
     ckpt = f"ckpt={trained_run / 'best_model.pt'}"
-    other = make_scene_folder(tmp_path / "other-scenes", per_class=3, classes=["a", "b"])
+    other = make_scene_folder(tmp_path / "other-scenes", per_class=3)
     with pytest.raises(UserError, match=r"split=val of .* is empty"):
         analyze_run(
             ckpt,
             "split=val",
             f"data.root={other}",
-            "data.kind=folder",
-            "data.split.test=2",
+            "data.source=config",
+            "data.split.test=6",
             "data.split.val=0",
         )
     # two ImageNet files, one of which does not decode: one image left, no covariance
@@ -460,3 +461,42 @@ def test_precision_follows_inference_precision_only(analyze_run, trained_run):
         assert mixed["nonpositive_fraction"] == pytest.approx(
             float32["nonpositive_fraction"], abs=0.02
         )
+
+
+def test_auto_modules_and_pretrained_follow_the_checkpoint_arch(
+    analyze_run, trained_run, tmp_path, monkeypatch
+):
+    """A MobileNetV3 checkpoint: analysis.modules=auto is its own default (five convolution
+    nodes), the pretrained model is a MobileNetV3 too (its weights from the cache), and an
+    unknown name is answered with close names from its own graph."""
+    from finetune.errors import UserError
+    from finetune.network import build_network, default_feature_modules
+
+    arch = "mobilenet_v3_small"
+    payload = torch.load(trained_run / "best_model.pt", map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    net = build_network(len(payload["class_names"]), "none", arch=arch)
+    payload.update(arch=arch, state_dict=net.state_dict())
+    ckpt = tmp_path / "mobilenet.pt"
+    torch.save(payload, ckpt)
+    home = tmp_path / "torch_home" / "hub" / "checkpoints"
+    home.mkdir(parents=True)
+    torch.save(build_network(1000, "none", arch=arch).state_dict(), home / f"{arch}-047dcff4.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    result = analyze_run(f"ckpt={ckpt}", "analysis.modules=auto")
+    expected = default_feature_modules(arch)
+    assert result["arch"] == arch and result["modules"] == expected
+    assert expected[0] == "features.0" and len(expected) == 5
+    assert {(r["model"], r["module"]) for r in result["results"]} == {
+        (model, module) for model in ("fine-tuned", "pretrained") for module in expected
+    }
+    assert result["skipped"] == [
+        {"dataset": "imagenet-val", "reason": result["skipped"][0]["reason"]},
+        {"dataset": "cifar10-test", "reason": result["skipped"][1]["reason"]},
+    ]
+    with pytest.raises(
+        UserError, match=r"unknown module\(s\) layer1.0.conv1; .*features\."
+    ) as error:
+        analyze_run(f"ckpt={ckpt}", "analysis.modules=[layer1.0.conv1]")
+    assert "layer" not in str(error.value).split("include")[1]  # no ResNet names offered

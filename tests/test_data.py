@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from finetune.data.cifar10 import CifarReader, read_batches, read_class_names
-from finetune.data.datamodule import ImageDataModule, loader_settings
+from finetune.data.datamodule import ImageDataModule
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import scan_folder
 from finetune.data.imagenet_val import imagenet_items
 from finetune.data.images import load_rgb, split_readable
+from finetune.data.loaders import loader_settings
 from finetune.data.splits import read_manifest, stratified_split
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
@@ -413,3 +414,30 @@ def test_auto_workers_use_the_cpus_this_process_may_run_on(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
     assert loader_settings(loader)["num_workers"] == 63
     assert loader_settings(loader | {"num_workers": 3})["num_workers"] == 3
+
+
+# -- the data-kind registry ---------------------------------------------------------------------
+def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
+    """The DataModule and config validation read the one registry: an unknown kind (no silent
+    fallback to a folder) is refused in one line that lists every kind."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.__main__ import _config_dir
+    from finetune.data.kinds import DATA_KINDS
+    from finetune.validate import validate_config
+
+    root = make_scene_folder(tmp_path / "data", per_class=2)
+    expected = r"data\.kind='folders' is unknown: use one of folder, demo, cifar10$"
+    assert list(DATA_KINDS) == ["folder", "demo", "cifar10"]
+    with pytest.raises(UserError, match=expected):
+        ImageDataModule(tiny_data_cfg(root, kind="folders"), seed=0)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"data.root={root}", "data.kind=folders"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(UserError, match=expected):
+        validate_config(cfg)
+    for kind in DATA_KINDS:  # every registered kind passes
+        cfg.data.kind = kind
+        validate_config(cfg)

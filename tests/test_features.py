@@ -1,4 +1,5 @@
-"""Streaming feature-map statistics against NumPy on feature maps captured by our own hooks."""
+"""Streaming feature-map statistics against NumPy on feature maps captured by our own hooks:
+the predict step by hand, and the whole of Lightning's predict loop (finetune.inference)."""
 
 import math
 
@@ -11,7 +12,7 @@ from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 from finetune.features import (
     FeatureStats,
-    collect_feature_stats,
+    FeatureStatsModule,
     feature_extractor,
     nonzero_eigenvalues,
     spectrum_summary,
@@ -78,6 +79,15 @@ def hooked_maps(net: torch.nn.Module, images: torch.Tensor, batch_size: int) -> 
     return {name: torch.cat(parts).double().numpy() for name, parts in maps.items()}
 
 
+def collect(extractor: torch.nn.Module, batches) -> dict[str, FeatureStats]:
+    """FeatureStatsModule's predict step over `batches`, as the predict loop calls it."""
+    collector = FeatureStatsModule(extractor)
+    with torch.inference_mode():
+        for index, images in enumerate(batches):
+            collector.predict_step((images, torch.zeros(len(images))), index)
+    return collector.stats
+
+
 def numpy_stats(maps: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Non-positive share, covariance (numpy.cov) and eigenvalues (from an SVD of the data)."""
     vectors = maps.reshape(maps.shape[0], maps.shape[1], -1).mean(axis=2)
@@ -93,7 +103,7 @@ def test_stats_equal_numpy_on_hooked_maps(net, images, batch_size):
     maps = hooked_maps(net, images, batch_size)
     extractor = feature_extractor(net, MODULES)
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-    stats = collect_feature_stats(extractor, batches)
+    stats = collect(extractor, batches)
     assert set(stats) == set(MODULES)
     for name in MODULES:
         fraction, covariance, eigenvalues = numpy_stats(maps[name])
@@ -110,13 +120,14 @@ def test_stats_equal_numpy_on_hooked_maps(net, images, batch_size):
 
 
 def test_autocast_forward_with_float64_statistics(net, images):
-    """autocast=bfloat16 runs the forward in bf16 (the maps hooked under the same autocast),
-    while the running statistics stay float64."""
+    """Under autocast (what Lightning's bf16-mixed does) the forward runs in bf16 (the maps
+    hooked under the same autocast), while the running statistics stay float64."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         maps = hooked_maps(net, images, batch_size=3)
     extractor = feature_extractor(net, MODULES)
     batches = (images[i : i + 3] for i in range(0, len(images), 3))
-    stats = collect_feature_stats(extractor, batches, autocast=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stats = collect(extractor, batches)
     for name in MODULES:
         fraction, covariance, _ = numpy_stats(maps[name])
         assert stats[name].mean.dtype == stats[name].scatter.dtype == torch.float64
@@ -124,7 +135,7 @@ def test_autocast_forward_with_float64_statistics(net, images):
         np.testing.assert_allclose(
             stats[name].covariance(), covariance, rtol=0, atol=1e-9 * np.abs(covariance).max()
         )
-    float32 = collect_feature_stats(extractor, [images])
+    float32 = collect(extractor, [images])
     assert not np.allclose(  # bf16 really ran: ~3 significant digits
         float32["layer3.0.conv1"].covariance(), stats["layer3.0.conv1"].covariance(), rtol=1e-4
     )
@@ -188,3 +199,40 @@ def test_unknown_module_names_list_valid_ones(net):
     assert "layer9.conv1" in message and "layer1.0.conv1" in message and "\n" not in message
     with pytest.raises(UserError, match="empty"):
         feature_extractor(net, [])
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_lightning_predict_loop_equals_numpy(net, images, tmp_path, precision):
+    """inference.run_predict (Lightning's loop, the analysis's path) gives NumPy's numbers on
+    the maps hooked in plain float32, or under bf16 autocast for inference.precision=bf16-mixed;
+    the statistics stay float64 and the caller's torch flags come back."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from finetune.__main__ import _config_dir
+    from finetune.inference import run_predict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[f"inference.precision={precision}", "trainer.enable_progress_bar=false"],
+        )
+    GlobalHydra.instance().clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        maps = hooked_maps(net, images, batch_size=3)
+    collector = FeatureStatsModule(feature_extractor(net, MODULES))
+    loader = DataLoader(TensorDataset(images, torch.zeros(len(images))), batch_size=3)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    run_predict(cfg, tmp_path, collector, loader)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert collector.device_used == "cpu"
+    for name in MODULES:
+        stats = collector.stats[name]
+        fraction, covariance, eigenvalues = numpy_stats(maps[name])
+        scale = np.abs(covariance).max()
+        assert stats.count == NUM_IMAGES and stats.scatter.dtype == torch.float64
+        assert stats.nonpositive_fraction == pytest.approx(fraction, abs=1e-6)
+        np.testing.assert_allclose(stats.covariance(), covariance, rtol=0, atol=1e-6 * scale)
+        np.testing.assert_allclose(stats.eigenvalues(), eigenvalues, rtol=0, atol=1e-6 * scale)

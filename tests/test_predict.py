@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from finetune.checkpoint import load_checkpoint
+from finetune.data.images import find_images
 from finetune.errors import UserError
-from finetune.tasks.predict import input_images
 from test_evaluate import direct_scores, make_soft_checkpoint
 
 from conftest import run_cli
@@ -66,10 +66,10 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
 
 def test_input_must_be_an_image_or_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(UserError, match="not an image file"):
-        input_images(tmp_path / "notes.txt")
-    with pytest.raises(UserError, match="does not exist"):
-        input_images(tmp_path / "missing")
+    with pytest.raises(UserError, match="predict.input=.*not an image file"):
+        find_images(tmp_path / "notes.txt", "predict.input")
+    with pytest.raises(UserError, match="predict.input=.*does not exist"):
+        find_images(tmp_path / "missing", "predict.input")
     (tmp_path / "one.png").write_bytes(b"")
-    assert input_images(tmp_path / "one.png") == (tmp_path, ["one.png"])
-    assert input_images(tmp_path) == (tmp_path, ["one.png"])
+    assert find_images(tmp_path / "one.png", "predict.input") == (tmp_path, ["one.png"])
+    assert find_images(tmp_path, "predict.input") == (tmp_path, ["one.png"])

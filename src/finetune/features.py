@@ -5,12 +5,15 @@ For one feature map (a graph node of the network, e.g. `layer1.0.conv1`) over N 
 - the fraction of non-positive values over all elements of all N maps;
 - the covariance over channels of the spatially averaged maps (one C-vector per image), its
   eigenvalues (descending) and a summary of that spectrum.
+
+FeatureStatsModule runs a feature extractor in Lightning's predict loop and accumulates them.
 """
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from torch import nn
@@ -128,38 +131,38 @@ def feature_extractor(net: nn.Module, modules: Sequence[str]) -> nn.Module:
     """
     modules = list(dict.fromkeys(modules))
     if not modules:
-        raise UserError("analysis.modules is empty: list at least one module, e.g. layer1.0.conv1")
+        raise UserError("analysis.modules is empty: list at least one module, or use auto")
     _, nodes = get_graph_node_names(net)
     unknown = [name for name in modules if name not in nodes]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], nodes, n=4, cutoff=0.5)
-        examples = list(dict.fromkeys(close + [n for n in nodes if n.endswith(("conv1", "relu"))]))
+    if unknown:  # close names from this network's own graph, else a spread of its nodes
+        close = difflib.get_close_matches(unknown[0], nodes, n=8, cutoff=0.5)
+        examples = sorted(close or nodes[1 :: max(1, len(nodes) // 8)], key=nodes.index)
         raise UserError(
             f"analysis.modules: unknown module(s) {', '.join(unknown)}; valid names include "
-            f"{', '.join(examples[:12])} ({len(nodes)} in all, e.g. layer4.1.relu_1, avgpool, fc)"
+            f"{', '.join(examples)} ({len(nodes)} graph nodes in all; or analysis.modules=auto)"
         )
     return create_feature_extractor(net, return_nodes=modules).eval()
 
 
-def collect_feature_stats(
-    extractor: nn.Module,
-    batches: Iterable[torch.Tensor],
-    device: torch.device | str = "cpu",
-    autocast: torch.dtype | None = None,
-) -> dict[str, FeatureStats]:
-    """Run image batches through `feature_extractor(...)` and accumulate every node's stats.
+class FeatureStatsModule(L.LightningModule):
+    """A feature extractor whose predict step adds each batch's maps to `stats` (one
+    FeatureStats per node), so the analysis runs in Lightning's predict loop
+    (finetune.inference.run_predict): its device, precision (autocast for bf16-mixed) and
+    progress bar. The statistics are accumulated in float64 whatever the precision."""
 
-    `autocast` (e.g. torch.bfloat16) runs the forward under torch.autocast of the device type;
-    the statistics are accumulated in float64 either way.
-    """
-    device = torch.device(device)
-    extractor = extractor.to(device)
-    stats: dict[str, FeatureStats] = {}
-    with torch.inference_mode():
-        for images in batches:
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                outputs: dict[str, Any] = extractor(images.to(device, non_blocking=True))
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.stats: dict[str, FeatureStats] = {}
+        self.device_used = ""
+
+    def on_predict_start(self) -> None:
+        self.device_used = str(self.device)  # Lightning moves the module back to the CPU after
+
+    def predict_step(self, batch: Any, batch_idx: int) -> int:
+        """Adds the batch; returns its image count (a step returning None makes Lightning warn)."""
+        outputs: dict[str, torch.Tensor] = self.extractor(batch[0])
+        with torch.autocast(self.device.type, enabled=False):
             for name, maps in outputs.items():
-                stats.setdefault(name, FeatureStats()).update(maps)
-            del outputs, maps  # else this batch's maps stay alive during the next forward
-    return stats
+                self.stats.setdefault(name, FeatureStats()).update(maps)
+        return len(batch[0])

@@ -1,4 +1,5 @@
-"""CIFAR-10 from the official python pickle batches, read without torchvision's MD5 check.
+"""CIFAR-10 (data.kind=cifar10) from the official python pickle batches, read without
+torchvision's MD5 check: train and val come from data_batch_1..5, test is test_batch.
 
 The batches are pickles; a restricted unpickler accepts only the numpy and builtin types the
 real files contain, so a planted file cannot run code.
@@ -6,10 +7,13 @@ real files contain, so a planted file cannot run code.
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from finetune.data.sources import Listing, manifest_listing
+from finetune.data.splits import stratified_split
 from finetune.errors import UserError
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -99,5 +103,25 @@ class CifarReader:
         batch, row = item.rsplit(":", 1)
         return Image.fromarray(self.images[batch][int(row)], mode="RGB")
 
-    def path(self, item: str) -> Path:
-        return self.root / item
+
+class CifarKind:
+    """data.kind=cifar10: val is drawn (stratified) from the training batches, test_batch is
+    test; the images are decoded arrays, so there is nothing to decode-check."""
+
+    label = "cifar10"
+
+    def prepare(self, root: Path) -> None:
+        """The batches are there or not: nothing to make."""
+
+    def class_names(self, root: Path) -> list[str]:
+        return read_class_names(root)
+
+    def listing(self, root: Path, data_cfg: dict[str, Any], only: str | None) -> Listing:
+        items, labels, images = read_batches(root, [*TRAIN_BATCHES, TEST_BATCH])
+        reader = CifarReader(root, images)
+        if data_cfg.get("manifest"):
+            return manifest_listing(reader, data_cfg["manifest"], self.class_names(root), only)
+        pool = len(items) - len(images[TEST_BATCH])
+        split = data_cfg["split"]
+        splits = stratified_split(labels[:pool], test=0, val=split["val"], seed=split["seed"])
+        return Listing(reader, items, labels, splits + ["test"] * (len(items) - pool))

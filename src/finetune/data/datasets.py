@@ -1,12 +1,20 @@
 """A map-style dataset over items read by a reader, with augmentation seeded by (epoch, index)."""
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 
-Reader = Callable[[str], Image.Image]
+
+class Reader(Protocol):
+    """Opens an item (a path relative to `root`, or a CIFAR-10 "<batch>:<row>") as RGB."""
+
+    root: Path
+
+    def __call__(self, item: str) -> Image.Image: ...
 
 
 class ImageDataset(Dataset):
@@ -33,6 +41,16 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def subset(self, indices: Sequence[int], transform: Callable | None = None) -> "ImageDataset":
+        """The items at `indices` (in that order), seen through `transform` (default: this one)."""
+        return ImageDataset(
+            self.reader,
+            [self.items[i] for i in indices],
+            [self.labels[i] for i in indices],
+            self.transform if transform is None else transform,
+            self.seed,
+        )
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         if isinstance(index, tuple):

@@ -1,5 +1,6 @@
 """The embedded demo data: scikit-learn's bundled handwritten digits 0-5 as a six-class JPEG
-folder, in the scene data's layout, written once into a cache folder."""
+folder, in the scene data's layout, written once into a cache folder (data.kind=demo) and then
+read as a class folder."""
 
 import logging
 import os
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from finetune.data.folder import FolderKind
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +45,12 @@ def materialise_demo(root: Path) -> Path:
     except OSError:  # another process finished first: keep its folder
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+class DemoKind(FolderKind):
+    """data.kind=demo: the folder kind, over a folder it writes on first use."""
+
+    label = "demo"
+
+    def prepare(self, root: Path) -> None:
+        materialise_demo(root)

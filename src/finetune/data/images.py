@@ -28,6 +28,26 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
 
 
+def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
+    """An image file, or the image files anywhere under a folder (hidden folders left out), as
+    a root folder and paths relative to it (POSIX style, sorted); `key` names the setting that
+    gave `path` in the errors."""
+    if path.is_file():
+        if not is_image_name(path):
+            raise UserError(
+                f"{key}={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        return path.parent, [path.name]
+    if not path.is_dir():
+        raise UserError(f"{key}={path} does not exist: pass an image file or a folder of images")
+    relative = (file.relative_to(path) for file in path.rglob("*") if file.is_file())
+    return path, sorted(
+        item.as_posix()
+        for item in relative
+        if is_image_name(item) and not any(part.startswith(".") for part in item.parts)
+    )
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode (1, L, LA, P, RGBA, CMYK, I;16, I, F, ...) as 8-bit RGB.
 

@@ -1,8 +1,10 @@
 """mode=predict: class scores for new images (a file, or a folder searched recursively).
 
-Scores are float32 unless inference.precision says otherwise (finetune.inference).
-Hidden files and files without an image suffix are ignored silently; image files that do not
-decode are skipped with one warning naming them. Rows follow sorted relative paths.
+The images come through the data layer (finetune.data.images.find_images: hidden files and
+files without an image suffix are ignored silently; finetune.data.sources.drop_unreadable:
+image files that do not decode are skipped with one warning naming them), the scores through
+the one inference path (finetune.inference: float32 unless inference.precision says otherwise).
+Rows follow sorted relative paths.
 """
 
 import logging
@@ -11,42 +13,23 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from finetune.data.datamodule import loader_settings
-from finetune.data.datasets import ImageDataset
 from finetune.data.folder import FolderReader
-from finetune.data.images import IMAGE_SUFFIXES, describe, is_image_name, split_readable
+from finetune.data.images import find_images
+from finetune.data.loaders import image_loader
+from finetune.data.sources import Listing, drop_unreadable
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.inference import TRANSFORM_KEYS, load_model, scoring_settings, softmax_scores
+from finetune.inference import (
+    PREDICTIONS_CSV,
+    TRANSFORM_KEYS,
+    load_model,
+    scoring_settings,
+    softmax_scores,
+)
 from finetune.io import write_csv
-from finetune.tasks.evaluate import PREDICTIONS_CSV
 
 log = logging.getLogger(__name__)
-
-
-def input_images(path: Path) -> tuple[Path, list[str]]:
-    """A root folder and the image files under it (relative POSIX paths, sorted)."""
-    if path.is_file():
-        if not is_image_name(path):
-            raise UserError(
-                f"predict.input={path} is not an image file "
-                f"(suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
-        return path.parent, [path.name]
-    if not path.is_dir():
-        raise UserError(
-            f"predict.input={path} does not exist: pass an image file or a folder of images"
-        )
-    items = sorted(
-        file.relative_to(path).as_posix()
-        for file in path.rglob("*")
-        if file.is_file()
-        and is_image_name(file)
-        and not any(part.startswith(".") for part in file.relative_to(path).parts)
-    )
-    return path, items
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -54,20 +37,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.predict.input:
         raise UserError("input is not set: add predict.input=<image file or folder of images>")
     loaded = load_model(cfg)
-    root, items = input_images(Path(str(cfg.predict.input)).expanduser().resolve())
-    keep, bad = split_readable(root, items)
-    if bad:
-        log.warning("skipping %d file(s) that do not decode as images: %s", len(bad), describe(bad))
-        items = [items[i] for i in keep]
-    if not items:
+    root, items = find_images(Path(str(cfg.predict.input)).expanduser().resolve(), "predict.input")
+    listing = drop_unreadable(Listing(FolderReader(root), items, [-1] * len(items)))
+    if not listing.items:
         raise UserError(f"predict.input={cfg.predict.input} holds no readable image files")
 
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
-    dataset = ImageDataset(FolderReader(root), items, [-1] * len(items), transform)
     loader_cfg = OmegaConf.to_container(cfg.data.loader, resolve=True)
-    loader = DataLoader(
-        dataset, batch_size=loader_cfg["eval_batch_size"], **loader_settings(loader_cfg)
-    )
+    loader = image_loader(listing.dataset(transform), loader_cfg)
     scores, seconds = softmax_scores(cfg, run_dir, loaded.net, loader)
     predictions = scores.argmax(dim=1).tolist()
     names = loaded.class_names
@@ -76,20 +53,20 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         ["file", "predicted", *(f"score_{name}" for name in names)],
         (
             [str(root / item), names[pred], *(f"{s:.6f}" for s in row)]
-            for item, pred, row in zip(items, predictions, scores.tolist(), strict=True)
+            for item, pred, row in zip(listing.items, predictions, scores.tolist(), strict=True)
         ),
     )
     precision = scoring_settings(cfg)["precision"]
     log.info(
         "predicted %d image(s) (%.1f images/s, inference.precision=%s); wrote %s",
-        len(items),
-        len(items) / seconds,
+        len(listing.items),
+        len(listing.items) / seconds,
         precision,
         path,
     )
     return {
-        "n": len(items),
-        "skipped": sorted(bad),
+        "n": len(listing.items),
+        "skipped": sorted(listing.skipped),
         "predictions_csv": str(path),
         "inference_precision": precision,
     }

@@ -1,0 +1,94 @@
+"""What mode=analyze reads: seeded samples of N images of a split of the data mode=eval would
+score (through the DataModule), of an ImageNet validation folder, and of CIFAR-10's test batch.
+
+Each is the first N of a shuffle seeded by `seed`, read back in file order (a manifest lists its
+images class by class: its first N would be one class), and holds at least 2 readable images
+(a covariance needs 2)."""
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from finetune.data import cifar10
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.datasets import ImageDataset
+from finetune.data.folder import FolderReader
+from finetune.data.imagenet_val import imagenet_items
+from finetune.data.sources import Listing, drop_unreadable, seeded_sample
+from finetune.errors import UserError
+
+# the extra datasets: name, the analysis key of their folder, what that folder is
+EXTRA_DATASETS = (
+    ("imagenet-val", "imagenet_root", "the flat folder of ILSVRC2012_val_*.JPEG"),
+    ("cifar10-test", "cifar_root", "the cifar-10-batches-py folder"),
+)
+
+
+def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
+    if len(dataset) < 2:
+        raise UserError(
+            f"{what}: {len(dataset)} readable image(s) to analyse, the covariance needs at least 2"
+        )
+    return dataset
+
+
+def imagenet_sample(
+    root: Path, transform: Callable, count: int, seed: int, labels: str | None = None
+) -> ImageDataset:
+    """`count` images of an ImageNet validation folder (`labels`: a file of their 0-999 labels,
+    analysis.imagenet_labels); sampled files that do not decode are dropped (only the sample is
+    decode-checked, not all 50,000)."""
+    labels_file = Path(labels).expanduser() if labels else None
+    listing = Listing(FolderReader(root), *imagenet_items(root, labels_file))
+    listing = drop_unreadable(listing.take(seeded_sample(len(listing.items), count, seed)))
+    return _enough(listing.dataset(transform), f"analysis.imagenet_root={root}")
+
+
+def cifar_test_sample(root: Path, transform: Callable, count: int, seed: int) -> ImageDataset:
+    """`count` images of CIFAR-10's test_batch."""
+    items, labels, images = cifar10.read_batches(root, [cifar10.TEST_BATCH])
+    listing = Listing(cifar10.CifarReader(root, images), items, labels)
+    listing = listing.take(seeded_sample(len(items), count, seed))
+    return _enough(listing.dataset(transform), f"analysis.cifar_root={root}")
+
+
+def analysis_samples(
+    analysis: Mapping[str, Any],
+    datamodule: ImageDataModule,
+    split: str,
+    seed: int,
+    transform: Callable,
+) -> tuple[dict[str, ImageDataset], dict[str, dict], list[tuple[str, str]]]:
+    """The samples named by `analysis` (the analysis config): of split `split` that
+    `datamodule` has read, and of the extra datasets whose folders are given. Each is read and
+    checked here, before any compute; a folder given but missing is a UserError, one not given
+    is absent. Returns the datasets by name, where each came from, and (name, why) of the
+    absent ones."""
+    count = analysis["num_images"]
+    whole = datamodule.datasets[split]
+    own = whole.subset(seeded_sample(len(whole), count, seed))
+    own_name = f"{datamodule.data_kind.label}-{split}"
+    datasets = {own_name: _enough(own, f"split={split} of {datamodule.root}")}
+    manifest = str(datamodule.cfg["manifest"]) if datamodule.cfg["manifest"] else None
+    sources = {
+        own_name: {"kind": datamodule.kind, "root": str(datamodule.root), "manifest": manifest}
+    }
+    absent: list[tuple[str, str]] = []
+    for name, key, what in EXTRA_DATASETS:
+        root = Path(str(analysis[key])).expanduser() if analysis[key] else None
+        if root is None:
+            absent.append((name, f"analysis.{key} is not set (add analysis.{key}=PATH, {what})"))
+        elif not root.is_dir():
+            raise UserError(f"analysis.{key}={root} does not exist (it must be {what})")
+        elif name in datasets:  # the checkpoint's own data is CIFAR-10's test batch already
+            absent.append((name, f"the checkpoint's own split is {name} already"))
+        else:
+            datasets[name] = (
+                imagenet_sample(root, transform, count, seed, analysis["imagenet_labels"])
+                if name == "imagenet-val"
+                else cifar_test_sample(root, transform, count, seed)
+            )
+            sources[name] = {"kind": name.split("-")[0], "root": str(root), "manifest": None}
+    for name, dataset in datasets.items():
+        sources[name]["images"] = dataset.items
+    return datasets, sources, absent
