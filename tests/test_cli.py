@@ -222,9 +222,11 @@ def test_gpu_requested_without_gpu(tmp_path):
 
 
 def trainer_cfg(**trainer: object) -> DictConfig:
-    """The config build_trainer reads: conf/trainer/cpu.yaml with `trainer` changed."""
+    """The config build_trainer reads: conf/trainer/cpu.yaml with `trainer` changed (and the
+    precision resolved, as the tasks do before they build a Trainer)."""
     return OmegaConf.merge(
-        OmegaConf.load(REPO / "conf" / "trainer" / "cpu.yaml"), {"trainer": trainer}
+        OmegaConf.load(REPO / "conf" / "trainer" / "cpu.yaml"),
+        {"trainer": {"precision": "32-true", **trainer}},
     )
 
 

@@ -9,13 +9,13 @@ Heavy libraries (torch, lightning) are imported by the tasks, after composition,
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from finetune.api import config_dir
 from finetune.choices import check_command_line
 from finetune.errors import UserError
 from finetune.tasks import FILE_ONLY, quiet_console, run_task
@@ -23,19 +23,12 @@ from finetune.tasks import FILE_ONLY, quiet_console, run_task
 log = logging.getLogger("finetune")
 
 
-def _config_dir() -> str:
-    """The configs ship inside the package (finetune/conf); a source checkout has them at conf/."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    repo = Path(__file__).resolve().parents[2] / "conf"
-    return str(packaged if (packaged / "config.yaml").is_file() else repo)
-
-
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-@hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def _run(cfg: DictConfig) -> float | None:
     """One run. Returns the monitored value of a training run: what a sweeper such as Optuna
     optimises (None for the other modes, and for a run of a sweep that stopped with an error)."""
@@ -56,9 +49,10 @@ def _run(cfg: DictConfig) -> float | None:
 def main() -> None:
     """`python -m finetune [overrides]` and the `finetune` console script."""
     try:
-        check_command_line(sys.argv[1:], Path(_config_dir()))
+        check_command_line(sys.argv[1:], config_dir())
     except UserError as error:
         _fail(str(error))
+    quiet_console()  # before Hydra: a sweeper plugin's imports log too (optuna -> alembic)
     try:
         _run()
     except BrokenPipeError:  # `python -m finetune --help | head`: the reader left early

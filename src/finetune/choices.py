@@ -42,6 +42,12 @@ EXCLUSIVE = ("run", "multirun", "cfg", "info", "shell_completion")
 # A process that is not rank 0 of a distributed launch re-runs the command line into the run
 # folder its rank 0 made (Lightning's DDP launcher passes hydra.run.dir=<that folder>).
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK")
+# Hydra plugins that come with an extra of this package: a missing one names the extra.
+PLUGIN_EXTRAS = {
+    "hydra/sweeper/optuna": "optuna",
+    "hydra/launcher/submitit_local": "slurm",
+    "hydra/launcher/submitit_slurm": "slurm",
+}
 
 
 def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | None:
@@ -57,6 +63,8 @@ def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | Non
             chosen = list(override.sweep_string_iterator())
         elif isinstance(override.value(), str):
             chosen = [override.value()]
+        elif isinstance(override.value(), list):  # logger=[tensorboard,csv]: each option
+            chosen = [str(option) for option in override.value()]
         else:  # null: no option of that group
             continue
         options = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
@@ -165,6 +173,9 @@ def _explain(
         if line is not None:
             others = [other for other in lines if other != line]
             return _unknown_key(key, line, _config_keys(config_dir, config_name, others))
+    plugin = next((name for name in PLUGIN_EXTRAS if f"'{name}'" in text), None)
+    if isinstance(error, MissingConfigException) and plugin:
+        return f"{plugin} is not installed: pip install -e '.[{PLUGIN_EXTRAS[plugin]}]'"
     if isinstance(error, MissingConfigException) and error.options:
         return f"{parts[0]}: choose one of {', '.join(error.options)}"
     added = [o.input_line for o in overrides if o.is_add() and f"'{o.key_or_group}'" in text]

@@ -21,6 +21,7 @@ TASKS = {
     "analyze": "finetune.tasks.analyze:analyze",
     "predict": "finetune.tasks.predict:predict",
     "export": "finetune.tasks.export:export",
+    "report": "finetune.tasks.report:report",
 }
 
 # `extra=` of a record that belongs in the run's log file but not on the console.
@@ -44,6 +45,8 @@ QUIET_LOG_LINES: dict[str, tuple[str, ...]] = {
     "lightning.pytorch.utilities.rank_zero": _RANK_ZERO_NOISE,
     "lightning.fabric.utilities.rank_zero": _RANK_ZERO_NOISE,
     "lightning.fabric.utilities.seed": (r"Seed set to ",),  # the seed is in the config
+    # optuna imports alembic, whose plugins announce themselves at import (hydra-optuna-sweeper)
+    "alembic.runtime.plugins": (r"setup plugin ",),
 }
 # Said once per run, though every Trainer says it (train builds two).
 ONCE_LOG_LINES: dict[str, str] = {
