@@ -124,7 +124,7 @@ def run_predict(
         log.info("scoring on one device (trainer.devices=%s ignored)", trainer_cfg.devices)
     settings = scoring_settings(cfg)
     if settings["precision"] != trainer_cfg.precision:
-        log.info(
+        log.debug(  # eval's and predict's summary lines and files say the precision used
             "scoring with inference.precision=%s (trainer.precision=%s is for training)",
             settings["precision"],
             trainer_cfg.precision,
