@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model
 
-from finetune import network
+from finetune import network, weights
 from finetune.checkpoint import FORMAT, export_best_model, load_checkpoint
 from finetune.data.datamodule import ImageDataModule
 from finetune.errors import UserError
@@ -214,7 +214,7 @@ def save_hashed(state: dict[str, torch.Tensor], folder: Path, arch: str) -> str:
 
 def test_imagenet_weights_of_a_non_resnet_download_into_the_backbone(tmp_path, monkeypatch):
     arch = "mobilenet_v3_small"
-    assert network.imagenet_weights_url(arch=arch) == (
+    assert weights.imagenet_weights_url(None, arch) == (
         "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"
     )
     home = tmp_path / "torch_home"

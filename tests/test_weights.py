@@ -16,9 +16,10 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from finetune import network
+from finetune import weights
 from finetune.errors import UserError, WeightsUnavailable
-from finetune.network import build_network, imagenet_weights_file, pretrained_state_dict
+from finetune.network import build_network
+from finetune.weights import imagenet_weights_file, pretrained_state_dict
 
 from conftest import TINY, run_cli
 
@@ -101,11 +102,10 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 
 
 def test_default_url_and_cache_file_are_torchvision_ones(home):
-    assert network.imagenet_weights_url() == (
-        "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-    )
-    assert imagenet_weights_file() == home / "hub/checkpoints/resnet18-f37072fd.pth"
-    assert network.hash_prefix("resnet18-f37072fd.pth") == "f37072fd"
+    url = weights.imagenet_weights_url(None, "resnet18")
+    assert url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert imagenet_weights_file(url) == home / "hub/checkpoints/resnet18-f37072fd.pth"
+    assert weights.hash_prefix("resnet18-f37072fd.pth") == "f37072fd"
 
 
 def test_weights_download_once_into_the_cache_and_load(served, server, home):
@@ -122,7 +122,7 @@ def test_weights_download_once_into_the_cache_and_load(served, server, home):
     assert state["fc.weight"].shape == (6, 512)
     assert server.requests == {f"/{served.name}": 1}
 
-    again = pretrained_state_dict("imagenet", url)
+    again = pretrained_state_dict("imagenet", url, "resnet18")
     assert torch.equal(again["layer4.1.conv2.weight"], served.state["layer4.1.conv2.weight"])
     assert server.requests == {f"/{served.name}": 1}  # the cached file, not a second download
 
@@ -148,7 +148,7 @@ def free_port() -> int:
 def test_unreachable_url_says_where_the_file_goes_and_how_to_go_on(home):
     url = f"http://127.0.0.1:{free_port()}/resnet18-f37072fd.pth"
     with pytest.raises(WeightsUnavailable) as error:
-        pretrained_state_dict("imagenet", url)
+        pretrained_state_dict("imagenet", url, "resnet18")
     message = one_line(error)
     path = home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     for part in (str(path), url, "model.weights=none", "refused"):
@@ -158,7 +158,7 @@ def test_unreachable_url_says_where_the_file_goes_and_how_to_go_on(home):
 
 def test_stalled_server_times_out(home, monkeypatch):
     """A server that accepts the connection and never answers: the download gives up."""
-    monkeypatch.setattr(network, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(weights, "DOWNLOAD_TIMEOUT_S", 0.5)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -168,7 +168,7 @@ def test_stalled_server_times_out(home, monkeypatch):
         guard.start()
         try:
             with pytest.raises(WeightsUnavailable) as error:
-                pretrained_state_dict("imagenet", url)
+                pretrained_state_dict("imagenet", url, "resnet18")
         finally:
             guard.cancel()
     assert "timed out" in one_line(error) and url in str(error.value)
@@ -186,7 +186,7 @@ def test_stalled_server_times_out(home, monkeypatch):
 )
 def test_bad_weights_url_is_refused_before_any_download(url, words, home):
     with pytest.raises(UserError) as error:
-        pretrained_state_dict("imagenet", url)
+        pretrained_state_dict("imagenet", url, "resnet18")
     message = one_line(error)
     for word in words:
         assert word in message
@@ -198,7 +198,7 @@ def test_planted_pickle_in_the_cache_is_refused_not_replaced(served, server, hom
     cached.parent.mkdir(parents=True)
     torch.save({"conv1.weight": torch.zeros(1), "run": print}, cached)  # needs a global: code
     with pytest.raises(UserError) as error:
-        pretrained_state_dict("imagenet", url)
+        pretrained_state_dict("imagenet", url, "resnet18")
     assert type(error.value) is UserError
     assert "not a plain weights file" in one_line(error)
     assert server.requests == {}

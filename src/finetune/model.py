@@ -7,14 +7,19 @@ import lightning as L
 import torch
 from torch import nn
 
-from finetune.errors import UserError
 from finetune.metrics import ClassificationMetrics, flatten
-from finetune.network import DEFAULT_ARCH, build_network, check_image_size, head_name
+from finetune.network import (
+    DEFAULT_ARCH,
+    backbone_modules,
+    backbone_parameters,
+    build_network,
+    check_image_size,
+    head_name,
+)
+from finetune.optim import build_optimizer, build_scheduler
 
 # validation dataloader index -> the name its metrics are logged under
 VAL_LOADERS = ("val", "train_eval")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("none", "cosine", "step")
 PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
 
 
@@ -111,12 +116,21 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch(("test",))
 
+    def backbone_modules(self) -> list[nn.Module]:
+        """The network's modules outside its head that hold parameters."""
+        return backbone_modules(self.net, self.head_name)
+
+    def backbone_frozen(self) -> bool:
+        """No backbone parameter trains: a linear probe (model.freeze_backbone), or the first
+        stage of staged unfreezing (model.unfreeze_at_epoch)."""
+        return not any(p.requires_grad for p in backbone_parameters(self.net, self.head_name))
+
     def train(self, mode: bool = True) -> "ImageClassifier":
-        """With model.freeze_backbone, training mode reaches the head only: the rest stays in eval
-        mode, so its BatchNorm running statistics never change and its dropout is off (a true
-        linear probe on fixed features)."""
+        """While the backbone is frozen, training mode reaches the head only: the rest stays in
+        eval mode, so its BatchNorm running statistics never change and its dropout is off (the
+        head learns on the very features evaluation computes)."""
         super().train(mode)
-        if mode and self.hparams.model.get("freeze_backbone"):
+        if mode and self.backbone_frozen():
             self.net.eval()
             self.net.get_submodule(self.head_name).train()
         return self
@@ -125,28 +139,28 @@ class ImageClassifier(L.LightningModule):
         # Lightning does not call train() when fit starts (only restores modes after validation)
         self.train()
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group of every trainable parameter; or, when the backbone learns at its own rate
+        (optimizer.backbone_lr_mult != 1) or joins later (model.unfreeze_at_epoch), a "head" group
+        and a "backbone" group (once it trains), named so that the logged learning rates say
+        which is which (lr-SGD/head, lr-SGD/backbone)."""
+        lr_mult = self.hparams.optimizer.get("backbone_lr_mult", 1.0)
+        if lr_mult == 1 and self.hparams.model.get("unfreeze_at_epoch") is None:
+            return [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
+        head = self.net.get_submodule(self.head_name).parameters()
+        groups = [{"name": "head", "params": [p for p in head if p.requires_grad]}]
+        backbone = [p for p in backbone_parameters(self.net, self.head_name) if p.requires_grad]
+        if backbone:
+            lr = self.hparams.optimizer["lr"] * lr_mult
+            groups.append({"name": "backbone", "params": backbone, "lr": lr})
+        return groups
+
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = dict(self.hparams.optimizer)
-        name = opt.pop("name")
-        if name not in OPTIMIZERS:
-            raise UserError(f"optimizer.name={name!r} is unknown: use {' or '.join(OPTIMIZERS)}")
-        sched = dict(self.hparams.scheduler)
-        kind = sched.pop("name")
-        if kind not in SCHEDULERS:
-            raise UserError(f"scheduler.name={kind!r} is unknown: use {', '.join(SCHEDULERS)}")
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if name == "sgd":
-            optimizer = torch.optim.SGD(params, **opt)
-        else:
-            opt["betas"] = tuple(opt["betas"])
-            optimizer = torch.optim.AdamW(params, **opt)
-        if kind == "none":
+        optimizer = build_optimizer(self.param_groups(), self.hparams.optimizer)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, epochs)
+        if scheduler is None:
             return {"optimizer": optimizer}
-        if kind == "cosine":
-            epochs = max(int(self.trainer.max_epochs or 1), 1)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, **sched)
-        else:
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, **sched)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.data.kinds import check_kind
 from finetune.errors import UserError
 
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
@@ -17,6 +18,37 @@ def _require(ok: bool, message: str) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fine_tuning(cfg: DictConfig) -> None:
+    """Staged unfreezing, the backbone's learning rate and early stopping, and how they mix."""
+    mult = cfg.optimizer.backbone_lr_mult
+    _require(_is_number(mult) and mult > 0, f"optimizer.backbone_lr_mult={mult!r} must be > 0")
+    stage = cfg.model.unfreeze_at_epoch
+    _require(
+        stage is None or (_is_whole(stage) and stage >= 1),
+        f"model.unfreeze_at_epoch={stage!r} must be null (off) or a whole number of epochs >= 1",
+    )
+    if cfg.model.freeze_backbone:
+        _require(
+            stage is None,
+            f"model.freeze_backbone=true never trains the backbone, model.unfreeze_at_epoch="
+            f"{stage} trains it from epoch {stage}: set only one of them",
+        )
+        _require(
+            mult == 1,
+            f"optimizer.backbone_lr_mult={mult} has no backbone to act on with "
+            "model.freeze_backbone=true: leave it at 1",
+        )
+    patience = cfg.early_stopping.patience
+    _require(
+        patience is None or (_is_whole(patience) and patience >= 0),
+        f"early_stopping.patience={patience!r} must be null (off) or a whole number of epochs",
+    )
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -39,19 +71,20 @@ def validate_config(cfg: DictConfig) -> None:
     )
     lr = cfg.optimizer.lr
     _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a number > 0")
-    _require(
-        cfg.optimizer.name in ("sgd", "adamw"),
-        f"optimizer.name={cfg.optimizer.name!r} is unknown: use optimizer=sgd or optimizer=adamw",
-    )
-    _require(
-        cfg.scheduler.name in ("none", "cosine", "step"),
-        f"scheduler.name={cfg.scheduler.name!r} is unknown: use none, cosine or step",
-    )
+    from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name  # torch: not on --help's path
+
+    known_name("optimizer", cfg.optimizer.name, OPTIMIZERS)
+    known_name("scheduler", cfg.scheduler.name, SCHEDULERS)
+    _check_fine_tuning(cfg)
     size = cfg.data.image_size
     _require(isinstance(size, int) and size >= 16, f"data.image_size={size!r} must be >= 16")
     _require(
         cfg.data.bad_images in ("skip", "error"),
         f"data.bad_images={cfg.data.bad_images!r} must be skip or error",
+    )
+    _require(
+        cfg.data.source in ("checkpoint", "config"),
+        f"data.source={cfg.data.source!r}: use checkpoint (its own data) or config (data as set)",
     )
     _require(
         cfg.monitor_mode in ("min", "max"), f"monitor_mode={cfg.monitor_mode!r}: use min or max"
@@ -76,6 +109,18 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.export.format in EXPORT_FORMATS,
         f"export.format={cfg.export.format!r}: use {' or '.join(EXPORT_FORMATS)}",
     )
+    from finetune.precision import AUTO, trainer_precisions  # torch: not on the --help path
+
+    accepted = trainer_precisions()
+    _require(
+        str(cfg.trainer.precision) in accepted,
+        f"trainer.precision={cfg.trainer.precision!r}: use {', '.join(accepted)}",
+    )
+    layout = cfg.model.channels_last
+    _require(
+        isinstance(layout, bool) or layout == AUTO,
+        f"model.channels_last={layout!r}: use true, false or auto",
+    )
     precision = str(cfg.inference.precision)
     _require(
         precision in INFERENCE_PRECISIONS,
@@ -86,6 +131,13 @@ def validate_config(cfg: DictConfig) -> None:
         _require(
             _is_number(value) and value >= 0 and (value < 1 or float(value).is_integer()),
             f"data.split.{key}={value!r} must be a whole count >= 1, or a fraction in [0, 1)",
+        )
+    check_kind(cfg.data.kind)  # one line naming the registry's kinds
+    for key, minimum in (("num_images", 2), ("top_k", 1), ("batch_size", 1)):
+        value = cfg.analysis[key]
+        _require(
+            _is_whole(value) and value >= minimum,
+            f"analysis.{key}={value!r} must be a whole number >= {minimum}",
         )
     if cfg.mode == "train" and cfg.data.kind != "demo":
         root = Path(cfg.data.root).expanduser()
