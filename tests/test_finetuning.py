@@ -202,8 +202,9 @@ def test_run_stops_early_when_the_monitored_metric_stops_improving(tmp_path, sce
         "early_stopping.patience=1",
         "trainer.max_epochs=4",
     )
-    assert results["epochs_run"] == 2
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
+    assert results["epochs_run"] == 2 and results["stopped_early"] is True
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["epochs_run"] == 2 and saved["stopped_early"] is True
     losses = scalars(run_dir)["val/loss"]
     assert len(losses) == 2 and losses[0] == losses[1]
 

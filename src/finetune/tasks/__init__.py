@@ -45,6 +45,8 @@ QUIET_LOG_LINES: dict[str, tuple[str, ...]] = {
     "lightning.pytorch.utilities.rank_zero": _RANK_ZERO_NOISE,
     "lightning.fabric.utilities.rank_zero": _RANK_ZERO_NOISE,
     "lightning.fabric.utilities.seed": (r"Seed set to ",),  # the seed is in the config
+    # early stopping (verbose) says every improvement; "did not improve ... stop" stays
+    "lightning.pytorch.callbacks.early_stopping": (r"Metric .* improved\. New best score",),
     # optuna imports alembic, whose plugins announce themselves at import (hydra-optuna-sweeper)
     "alembic.runtime.plugins": (r"setup plugin ",),
 }

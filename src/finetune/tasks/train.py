@@ -187,6 +187,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": str(best),
         "best_epoch": int(Path(best).stem.removeprefix("epoch")),
         "epochs_run": trainer.current_epoch,
+        "stopped_early": any(
+            getattr(callback, "stopped_epoch", 0) > 0
+            for callback in trainer.early_stopping_callbacks
+        ),
         "resumed_from": None if resume is None else str(resume),
         "world_size": trainer.world_size,
         "skipped_images": len(datamodule.skipped),
