@@ -96,3 +96,21 @@ def test_no_finished_run_means_no_winner(tmp_path):
         ("0", "failed", ""),
     ]
     assert "No winner" in report and not (tmp_path / "best_model.pt").exists()
+
+
+def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_line(tmp_path, capsys):
+    """experiment=report sets report.after_sweep: the report is attempted after the summary;
+    a report that cannot be made is said in the sweep's one error line."""
+    job(tmp_path, "0", 0.9)  # the winner, but its best_model.pt is missing
+    job(tmp_path, "1", None)
+    config = {
+        "hydra": {"sweep": {"dir": str(tmp_path)}, "overrides": {"task": ["optimizer.lr=1,2"]}},
+        "report": {"after_sweep": True, "original": {}},
+    }
+    with pytest.raises(SystemExit) as exited:
+        SweepSummary().on_multirun_end(OmegaConf.create(config))
+    assert exited.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "1 of 2 runs failed (run 1)" in errors[0]
+    assert "the report stopped: the sweep's winner has no best_model.pt" in errors[0]
+    assert (tmp_path / "sweep_summary.md").is_file() and not (tmp_path / "report").exists()

@@ -1,5 +1,7 @@
-"""Hydra callback: when a sweep (-m) ends, rank its runs, list the failed ones, and copy the
-winner's best_model.pt to the sweep root."""
+"""Hydra callback: when a sweep (-m) ends, rank its runs, list the failed ones, copy the
+winner's best_model.pt to the sweep root, and build the sweep's report when the config says so
+(`report.after_sweep`, set by experiment=report). `sweep_runs` is the one ranking of a sweep
+folder: mode=report uses it too."""
 
 import json
 import logging
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import atomic_write, write_csv, write_text
@@ -71,6 +73,16 @@ def rank_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ranked + failed
 
 
+def job_folders(root: Path) -> list[Path]:
+    """The sweep's job folders (those holding a .hydra/), in launch order."""
+    return sorted((p.parent for p in Path(root).glob("*/.hydra") if p.is_dir()), key=_job_order)
+
+
+def sweep_runs(root: Path) -> list[dict[str, Any]]:
+    """Every job of the sweep in `root`, ranked (see rank_runs)."""
+    return rank_runs([_read_run(job) for job in job_folders(root)])
+
+
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -99,11 +111,10 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir)
-        jobs = sorted((p.parent for p in root.glob("*/.hydra") if p.is_dir()), key=_job_order)
-        if not jobs:
+        runs = sweep_runs(root)
+        if not runs:
             log.warning("sweep %s: no job folder found, nothing to rank", root)
             return
-        runs = rank_runs([_read_run(job) for job in jobs])
         rows = [[run[column] for column in COLUMNS] for run in runs]
         _write_kept(write_csv, root / "sweep_summary.csv", COLUMNS, rows)
 
@@ -126,10 +137,18 @@ class SweepSummary(Callback):
             lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
         _write_kept(write_text, root / "sweep_summary.md", "\n".join(lines) + "\n")
         log.info("sweep %s: %s", root, verdict)
+        problem = ""
+        if winner and OmegaConf.select(config, "report.after_sweep", default=False):
+            from finetune.tasks.report import report_after_sweep  # torch: only when asked
+
+            try:
+                report_after_sweep(config)
+            except UserError as error:
+                problem = f"the report stopped: {error}"
         if failed:
-            print(
-                f"error: sweep {root}: {len(failed)} of {len(runs)} runs failed "
-                f"(run {', '.join(failed)}): see {root / 'sweep_summary.md'}",
-                file=sys.stderr,
-            )
+            problems = [f"{len(failed)} of {len(runs)} runs failed (run {', '.join(failed)}): see "
+                        f"{root / 'sweep_summary.md'}", problem]  # fmt: skip
+            problem = "; ".join(filter(None, problems))
+        if problem:
+            print(f"error: sweep {root}: {problem}", file=sys.stderr)
             sys.exit(2)
