@@ -1,0 +1,58 @@
+"""The sweep report's own figures, from the runs' TensorBoard curves: every run's validation
+curves in one figure (the learning-rate comparison), and the winner's curves of every split."""
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+Curves = dict[str, tuple[list[float], list[float]]]
+METRICS = (("loss", "loss"), ("acc_mean", "mean class-wise accuracy"), ("map", "mAP"))
+SPLITS = ("train", "train_eval", "val")
+
+
+def _epoch_ticks(axes: list) -> None:
+    """Whole epochs on the x axis, also when a run has only one or two of them."""
+    for ax in axes:
+        epochs = sorted({int(x) for line in ax.lines for x in line.get_xdata()})
+        if epochs and epochs[-1] - epochs[0] <= 15:
+            ax.set_xticks(range(epochs[0], epochs[-1] + 1))
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+
+
+def _panels(title: str) -> tuple[Figure, list]:
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = list(figure.subplots(1, len(METRICS)))
+    for ax, (metric, name) in zip(axes, METRICS, strict=True):
+        ax.set(title=name, xlabel="epoch", yscale="log" if metric == "loss" else "linear")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    figure.suptitle(title, fontsize=11)
+    return figure, axes
+
+
+def lr_comparison_figure(curves_by_run: dict[str, Curves]) -> Figure:
+    """val/loss, val/acc_mean and val/map per epoch, one line per run of the sweep."""
+    figure, axes = _panels("validation curves of every run of the sweep")
+    for ax, (metric, _) in zip(axes, METRICS, strict=True):
+        for label, curves in curves_by_run.items():
+            if f"val/{metric}" in curves:
+                epochs, values = curves[f"val/{metric}"]
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    _epoch_ticks(axes)
+    return figure
+
+
+def winner_curves_figure(curves: Curves, label: str) -> Figure:
+    """Loss, mean class-wise accuracy and mAP per epoch of the winning run, one line per split
+    (train: augmented, while the weights change; train_eval and val: evaluation transform)."""
+    figure, axes = _panels(f"training curves of the winner ({label})")
+    for ax, (metric, _) in zip(axes, METRICS, strict=True):
+        for split in SPLITS:
+            if f"{split}/{metric}" in curves:
+                epochs, values = curves[f"{split}/{metric}"]
+                ax.plot(epochs, values, marker="o", markersize=3, label=split)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    _epoch_ticks(axes)
+    return figure

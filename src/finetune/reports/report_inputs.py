@@ -1,0 +1,159 @@
+"""Everything the sweep report shows, read back from the files the runs wrote (metrics.json,
+split.csv, tensorboard/, .hydra/, reproduction.json, feature_stats.json): the report depends on
+the runs' output files only, never on how the tasks compute them."""
+
+import csv
+import json
+import os
+import platform
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
+from finetune.sweep import OK, sweep_runs
+
+Curves = dict[str, tuple[list[float], list[float]]]
+SPLITS = ("train", "val", "test")
+STEP_RECORD = "report_step.json"  # written into a step's run folder once the step has finished
+
+
+@dataclass
+class ReportInputs:
+    sweep: Path
+    runs: list[dict[str, Any]]  # ranked as the sweep summary ranks them, with their settings
+    winner: dict[str, Any]
+    data_root: str
+    split_counts: dict[str, Counter]  # class -> {split: images}
+    folders: dict[str, Path]  # step -> its run folder
+    evaluation: dict[str, Any]  # report/eval/metrics.json
+    reproduction: dict[str, Any]  # report/reproduce/reproduction.json
+    features: dict[str, Any]  # report/analyze/feature_stats.json
+    steps: dict[str, dict[str, Any] | None]  # step -> its report_step.json (None: not recorded)
+    figures: dict[str, Path]
+    hardware: dict[str, Any]
+    original: dict[str, Any]  # report.original: the seed report's published figures
+
+
+def hardware() -> dict[str, Any]:
+    """What this machine is: CPU model and cores, GPU, torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "cpu": cpu,
+        "cpu_cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "gpu": ", ".join(gpus) or "none",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _job_settings(job: Path) -> dict[str, Any]:
+    """A job's composed config (.hydra/config.yaml), as plain containers."""
+    config = job / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}
+
+
+def _swept(runs: list[dict[str, Any]]) -> list[str]:
+    """The override keys whose values differ between the runs: what the sweep compared."""
+    values: dict[str, set[str]] = {}
+    for run in runs:
+        for item in run["overrides"].split():
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    return [key for key, seen in values.items() if len(seen) > 1]
+
+
+def _runs(sweep: Path) -> list[dict[str, Any]]:
+    from finetune.reports.eval_figures import read_training_curves  # torch: not at import time
+
+    runs = sweep_runs(sweep)
+    swept = _swept(runs)
+    for run in runs:
+        job = sweep / run["run"]
+        metrics = _json(job / "metrics.json")
+        settings = _job_settings(job)
+        given = dict(item.partition("=")[::2] for item in run["overrides"].split())
+        run |= {
+            "label": " ".join(f"{key}={given[key]}" for key in swept if key in given) or run["run"],
+            "lr": settings.get("optimizer", {}).get("lr"),
+            "val_map": metrics.get("val", {}).get("val/map"),
+            "best_epoch": metrics.get("best_epoch"),
+            "epochs_run": metrics.get("epochs_run"),
+            "wall_time_s": metrics.get("wall_time_s"),
+            "trainer": settings.get("trainer", {}),
+            "precision": metrics.get("numerics", {}).get("precision"),
+            "curves": read_training_curves(job / "tensorboard") if run["status"] == OK else {},
+        }
+    return runs
+
+
+def _split_counts(manifest: Path) -> dict[str, Counter]:
+    counts: dict[str, Counter] = {}
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            counts.setdefault(row["label"], Counter())[row["split"]] += 1
+    return counts
+
+
+def _figures(folder: Path, runs: list[dict[str, Any]], winner: dict[str, Any]) -> dict[str, Path]:
+    """The report's own figures. They depend on the sweep's runs only, which do not change:
+    drawn once, kept for later reports."""
+    from finetune.io import save_figure
+
+    folder = folder / "figures"
+    wanted = {
+        "lr_comparison": lambda: lr_comparison_figure(
+            {r["label"]: r["curves"] for r in runs if r["curves"]}
+        ),
+        "winner_curves": lambda: winner_curves_figure(winner["curves"], winner["label"]),
+    }
+    paths = {}
+    for name, draw in wanted.items():
+        paths[name] = folder / f"{name}.png"
+        if not paths[name].is_file():
+            save_figure(paths[name], draw())
+    return paths
+
+
+def read_inputs(
+    sweep: Path, winner: dict[str, Any], folders: dict[str, Path], original: dict[str, Any]
+) -> ReportInputs:
+    runs = _runs(sweep)
+    winner = next(run for run in runs if run["run"] == winner["run"])
+    job = sweep / winner["run"]
+    evaluation = _json(folders["eval"] / "metrics.json")
+    return ReportInputs(
+        sweep=sweep,
+        runs=runs,
+        winner=winner,
+        data_root=evaluation.get("data", {}).get("root", ""),  # resolved, as evaluated
+        split_counts=_split_counts(job / "split.csv"),
+        folders=folders,
+        evaluation=evaluation,
+        reproduction=_json(folders["reproduce"] / "reproduction.json"),
+        features=_json(folders["analyze"] / "feature_stats.json"),
+        steps={name: _json(folder / STEP_RECORD) or None for name, folder in folders.items()},
+        figures=_figures(folders["eval"].parent, runs, winner),
+        hardware=hardware(),
+        original=original,
+    )

@@ -1,0 +1,284 @@
+"""The whole report from one command (issue 13): `-m experiment=report` on tiny data trains two
+learning rates, then evaluates the winner, checks that its scores reproduce, analyses it, and
+writes report.md and report.html; mode=report on that folder redoes nothing. Every number the
+report shows is read back from report.md and compared with the runs' own files."""
+
+import base64
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from finetune import run
+from finetune.errors import UserError
+
+from conftest import REPO, TINY, assert_one_line_error, cli_env, run_cli
+
+LRS = ("0.05", "0.01")
+SECTIONS = [
+    "Data and split",
+    "Learning-rate comparison",
+    "Class-wise test accuracy and AP",
+    "Reproduction",
+    "Top-10 and bottom-10 images of every class",
+    "Training curves of the winner",
+    "Feature statistics",
+    "Against the original report",
+    "Time and hardware",
+]
+
+
+@pytest.fixture(scope="session")
+def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_home):
+    """One `-m experiment=report` sweep, its LR grid replaced by two LRs, one epoch, 32 px."""
+    cwd = tmp_path_factory.mktemp("report")
+    sweep = cwd / "sweep"
+    result = run_cli(
+        "-m",
+        "experiment=report",
+        f"optimizer.lr={','.join(LRS)}",
+        f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
+        "model.weights=none",
+        "trainer.max_epochs=1",
+        "train_eval_images=8",
+        f"analysis.imagenet_root={imagenet_root}",
+        f"analysis.cifar_root={cifar_root}",
+        f"hydra.sweep.dir={sweep}",
+        *TINY,
+        cwd=cwd,
+        torch_home=torch_home,
+        timeout=900,  # two trainings and three steps, each a process: ~1 min on 2 free cores
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep, result.stdout + result.stderr
+
+
+def tables(markdown: str) -> dict[str, list[list[str]]]:
+    """Every Markdown table, keyed by the text of its header row."""
+    found, lines = {}, markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("| ---"):
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("| "):
+                    break
+                rows.append([cell.strip() for cell in row.strip("| ").split(" | ")])
+            found[line] = rows
+    return found
+
+
+def table(markdown: str, first_columns: str) -> list[list[str]]:
+    (rows,) = [
+        rows for header, rows in tables(markdown).items() if header.startswith(first_columns)
+    ]
+    return rows
+
+
+def close(cell: str, value: float, digits: int) -> bool:
+    return float(cell) == pytest.approx(round(value, digits), abs=10 ** -(digits + 1))
+
+
+def test_one_command_trains_the_grid_then_runs_every_step(report_sweep):
+    sweep, output = report_sweep
+    jobs = sorted(p.parent.name for p in sweep.glob("*/.hydra"))
+    assert jobs == ["0", "1"]  # the command line's two LRs replaced the experiment's grid
+    lrs = [OmegaConf.load(sweep / job / ".hydra/config.yaml").optimizer.lr for job in jobs]
+    assert lrs == [float(lr) for lr in LRS]
+    config = OmegaConf.load(sweep / "0/.hydra/config.yaml")
+    assert (config.optimizer.momentum, config.trainer.max_epochs) == (0.9, 1)
+    for step, done in [("eval", "metrics.json"), ("reproduce", "reproduction.json"),
+                       ("analyze", "feature_stats.json")]:  # fmt: skip
+        assert (sweep / "report" / step / done).is_file(), step
+        assert f"] {step}: done in" in output
+    for k, step in enumerate(["eval", "reproduce", "analyze", "report"], start=1):
+        assert f"[{k}/4] {step} ..." in output
+    assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
+
+
+def test_sections_in_the_original_order_with_their_content(report_sweep):
+    sweep, _ = report_sweep
+    report = (sweep / "report.md").read_text()
+    headings = re.findall(r"^## (.+)$", report, flags=re.MULTILINE)
+    assert headings == SECTIONS
+    sections = dict(
+        zip(SECTIONS, re.split(r"^## .+$", report, flags=re.MULTILINE)[1:], strict=True)
+    )
+    links = {name: re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text) for name, text in sections.items()}
+    assert all((sweep / link).is_file() for found in links.values() for link in found)
+    assert links["Learning-rate comparison"] == ["report/figures/lr_comparison.png"]
+    assert len(links["Top-10 and bottom-10 images of every class"]) == 6  # one per class
+    assert links["Training curves of the winner"] == ["report/figures/winner_curves.png"]
+    assert len(links["Feature statistics"]) == 5  # one spectrum per module
+    assert "Fine-tuned minus pretrained" in sections["Feature statistics"]
+    original = sections["Against the original report"]
+    assert "does not say which learning rate" in original
+    assert "cifar10: the original could not analyse it; analysed here" in original
+    assert (
+        "torch " in sections["Time and hardware"]
+        and "report/analyze" in sections["Time and hardware"]
+    )
+
+
+def test_every_number_equals_the_runs_own_files(report_sweep):
+    sweep, _ = report_sweep
+    report = (sweep / "report.md").read_text()
+    winner = table(report, "| winner")[0][0].split(":")[0].removeprefix("run ")
+
+    with (sweep / winner / "split.csv").open() as handle:  # the split, counted independently
+        manifest = list(csv.DictReader(handle))
+    for name, *counts, total in table(report, "| class | train | val | test"):
+        images = [row["split"] for row in manifest if name in (row["label"], "all")]
+        assert [int(c) for c in counts] == [images.count(s) for s in ("train", "val", "test")]
+        assert int(total) == len(images)
+
+    lr_rows = table(report, "| rank | run |")
+    assert [row[0] for row in lr_rows] == ["1", "2"] and lr_rows[0][1] == winner
+    assert float(lr_rows[0][6]) >= float(lr_rows[1][6])  # ranked by val mAP, best first
+    for _, job, _, lr, status, acc_mean, map_, best_epoch, *_ in lr_rows:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert (
+            status == "ok"
+            and float(lr) == OmegaConf.load(sweep / job / ".hydra/config.yaml").optimizer.lr
+        )
+        assert close(acc_mean, metrics["val"]["val/acc_mean"], 4)
+        assert (
+            close(map_, metrics["val"]["val/map"], 4) and int(best_epoch) == metrics["best_epoch"]
+        )
+
+    evaluation = json.loads((sweep / "report/eval/metrics.json").read_text())
+    assert evaluation["checkpoint"] == str(sweep / winner / "best_model.pt")
+    rows = table(report, "| class | images | accuracy | AP")
+    for name, images, acc, ap in rows[:-1]:
+        assert int(images) == evaluation["images_per_class"][name]
+        assert close(acc, evaluation["acc_class"][name], 4) and close(
+            ap, evaluation["ap_class"][name], 4
+        )
+    assert close(rows[-1][2], evaluation["acc_mean"], 4) and close(
+        rows[-1][3], evaluation["map"], 4
+    )
+
+    reproduction = json.loads((sweep / "report/reproduce/reproduction.json").read_text())
+    (row,) = table(report, "| max abs difference")
+    assert close(row[0], reproduction["max_abs_diff"], 8) and reproduction["passed"]
+    assert [int(row[1]), int(row[2]), row[4]] == [reproduction["rows_differ"], 12, "passed"]
+
+    stats = json.loads((sweep / "report/analyze/feature_stats.json").read_text())
+    shown = {(r[0], r[1]): r for r in table(report, "| model | dataset | N |")}
+    assert len(shown) == 6  # fine-tuned and pretrained x scenes, ImageNet, CIFAR-10
+    modules = [m if isinstance(m, str) else m["name"] for m in stats["modules"]]
+    for result in stats["results"]:
+        row = shown[result["model"], result["dataset"]]
+        assert int(row[2]) == result["num_images"]
+        assert close(
+            row[3 + modules.index(result["module"])], 100 * result["nonpositive_fraction"], 2
+        )
+    for dataset, *points in table(report, "| dataset | layer1.0.conv1"):
+        tuned, pretrained = shown["fine-tuned", dataset], shown["pretrained", dataset]
+        for k, cell in enumerate(points):
+            assert close(cell, float(tuned[3 + k]) - float(pretrained[3 + k]), 2)
+
+    seed = OmegaConf.load(REPO / "conf/report/default.yaml").original
+    measures = {row[0]: row for row in table(report, "| figure | original")}
+    assert close(measures["test mAP"][1], seed.test.map, 4) and close(
+        measures["test mAP"][2], evaluation["map"], 4
+    )
+    assert close(measures["test mean class-wise accuracy"][1], seed.test.acc_mean, 4)
+    seed_rows = [
+        r for r in table(report, "| model | dataset | source") if r[2].startswith("original")
+    ]
+    for row, entry in zip(seed_rows, seed.nonpositive, strict=True):
+        assert [float(c) for c in row[3:]] == [round(100 * v, 2) for v in entry["values"].values()]
+
+
+def test_html_is_one_self_contained_file(report_sweep):
+    sweep, _ = report_sweep
+    html = (sweep / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, flags=re.IGNORECASE)
+    assert "<link" not in html and "<script" not in html and "@import" not in html
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (sweep / "report.md").read_text())
+    assert len(images) == len(links) == html.count("<img")
+    assert base64.b64decode(images[0]) == (sweep / links[0]).read_bytes()
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in html
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_a_second_call_redoes_nothing_and_keeps_everything(report_sweep, tmp_path):
+    sweep, _ = report_sweep
+    before = _files(sweep)
+    results = run(["mode=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'again'}"])
+    assert results["ran"] == [] and results["report_md"] == str(sweep / "report.md")
+    assert _files(sweep) == before  # no new step folder, no new report, nothing rewritten
+
+
+def test_a_step_run_again_writes_a_new_report_beside_and_says_a_mismatch(report_sweep, tmp_path):
+    """A reproduction folder missing (say, interrupted) runs again; here the saved scores were
+    changed, so the new report says the mismatch, the old report stays, and the call ends in
+    one error line."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(report_sweep[0], sweep)
+    shutil.rmtree(sweep / "report/reproduce")
+    scores = torch.load(sweep / "report/eval/softmax_scores.pt")
+    scores[3] += 0.01
+    torch.save(scores, sweep / "report/eval/softmax_scores.pt")
+    kept = (sweep / "report.md").read_bytes()
+    command = ["mode=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(UserError, match="do not reproduce: see .*report-2.md"):
+        run(command)
+    assert (sweep / "report.md").read_bytes() == kept and (sweep / "report-2.html").is_file()
+    (row,) = table((sweep / "report-2.md").read_text(), "| max abs difference")
+    assert close(row[0], 0.01, 4) and row[1] == "1" and row[4] == "failed"
+    assert "FAILED: 1 rows differ" in (sweep / "report-2.md").read_text()
+
+
+def test_what_is_not_a_finished_sweep_is_one_line(report_sweep, tmp_path):
+    sweep, _ = report_sweep
+    failed = tmp_path / "failed"
+    for job in ("0", "1"):
+        (failed / job / ".hydra").mkdir(parents=True)  # jobs that never wrote metrics.json
+    cases = [
+        ([], "mode=report needs the sweep folder"),
+        ([f"sweep={tmp_path / 'nowhere'}"], "does not exist"),
+        ([f"sweep={tmp_path}"], "not a sweep folder"),
+        ([f"sweep={sweep / '0'}"], "is a single run"),
+        ([f"sweep={failed}"], "no run of sweep .* has a monitored value \\(2 of 2 failed"),
+    ]
+    for k, (overrides, message) in enumerate(cases):
+        with pytest.raises(UserError, match=message):
+            run(["mode=report", *overrides, f"hydra.run.dir={tmp_path / 'runs' / str(k)}"])
+    result = run_cli("mode=report", f"sweep={failed}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "no run of sweep", "finetune.log")
+
+
+@pytest.mark.slow
+def test_report_html_in_a_real_headless_browser(report_sweep, tmp_path):
+    """Debian's chromium renders report.html offline: a full-page screenshot that is not blank."""
+    chromium = shutil.which("chromium") or pytest.skip("needs chromium (apt-get install chromium)")
+    sweep, _ = report_sweep
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--screenshot={shot}", "--window-size=1280,2000", (sweep / "report.html").as_uri()],
+        env=cli_env(), capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (2000, 1280) and pixels.std() > 20  # text, tables and figures
+    assert (pixels < 128).mean() > 0.01  # dark ink on the page (a blank page: std 0, no ink)
