@@ -170,11 +170,11 @@ def compose_config():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
 
     def compose_with(*overrides: str):
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return compose(config_name="config", overrides=["mode=analyze", *overrides])
 
     yield compose_with
@@ -225,7 +225,7 @@ def analyze_run(tmp_path, torch_home, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
     from finetune.tasks import run_task
 
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
@@ -233,7 +233,7 @@ def analyze_run(tmp_path, torch_home, monkeypatch):
 
     def run(*overrides: str) -> dict:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(
                 config_name="config",
                 overrides=["mode=analyze", *QUICK, *overrides],

@@ -423,7 +423,7 @@ def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
     from finetune.data.kinds import DATA_KINDS
     from finetune.validate import validate_config
 
@@ -433,7 +433,7 @@ def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
     with pytest.raises(UserError, match=expected):
         ImageDataModule(tiny_data_cfg(root, kind="folders"), seed=0)
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"data.root={root}", "data.kind=folders"])
     GlobalHydra.instance().clear()
     with pytest.raises(UserError, match=expected):

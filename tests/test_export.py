@@ -32,12 +32,12 @@ def run_task_in_process(run_dir: Path, *overrides: str) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
     from finetune.tasks import run_task
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)

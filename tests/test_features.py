@@ -210,11 +210,11 @@ def test_lightning_predict_loop_equals_numpy(net, images, tmp_path, precision):
     from hydra.core.global_hydra import GlobalHydra
     from torch.utils.data import DataLoader, TensorDataset
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
     from finetune.inference import run_predict
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(
             config_name="config",
             overrides=[f"inference.precision={precision}", "trainer.enable_progress_bar=false"],

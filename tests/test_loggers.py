@@ -31,11 +31,11 @@ def compose_config(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return compose("config", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()

@@ -31,10 +31,10 @@ def composed_model_config(*overrides: str) -> dict:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     GlobalHydra.instance().clear()
     return OmegaConf.to_container(cfg.model, resolve=True)

@@ -42,11 +42,11 @@ def test_optuna_direction_follows_monitor_mode(mode, direction):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from finetune.__main__ import _config_dir
+    from finetune.api import config_dir
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(
                 "config",
                 overrides=["hparams_search=optuna", f"monitor_mode={mode}"],
