@@ -29,13 +29,13 @@ def _panels(title: str) -> tuple[Figure, list]:
     return figure, axes
 
 
-def lr_comparison_figure(curves_by_run: dict[str, Curves]) -> Figure:
-    """val/loss, val/acc_mean and val/map per epoch, one line per run of the sweep."""
-    figure, axes = _panels("validation curves of every run of the sweep")
+def _curves_figure(title: str, series: dict[str, tuple[Curves, str]]) -> Figure:
+    """One panel per metric; one line per `label: (curves, split)` that logged it."""
+    figure, axes = _panels(title)
     for ax, (metric, _) in zip(axes, METRICS, strict=True):
-        for label, curves in curves_by_run.items():
-            if f"val/{metric}" in curves:
-                epochs, values = curves[f"val/{metric}"]
+        for label, (curves, split) in series.items():
+            if f"{split}/{metric}" in curves:
+                epochs, values = curves[f"{split}/{metric}"]
                 ax.plot(epochs, values, marker="o", markersize=3, label=label)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -43,16 +43,17 @@ def lr_comparison_figure(curves_by_run: dict[str, Curves]) -> Figure:
     return figure
 
 
+def lr_comparison_figure(curves_by_run: dict[str, Curves]) -> Figure:
+    """val/loss, val/acc_mean and val/map per epoch, one line per run of the sweep."""
+    return _curves_figure(
+        "validation curves of every run of the sweep",
+        {label: (curves, "val") for label, curves in curves_by_run.items()},
+    )
+
+
 def winner_curves_figure(curves: Curves, label: str) -> Figure:
     """Loss, mean class-wise accuracy and mAP per epoch of the winning run, one line per split
     (train: augmented, while the weights change; train_eval and val: evaluation transform)."""
-    figure, axes = _panels(f"training curves of the winner ({label})")
-    for ax, (metric, _) in zip(axes, METRICS, strict=True):
-        for split in SPLITS:
-            if f"{split}/{metric}" in curves:
-                epochs, values = curves[f"{split}/{metric}"]
-                ax.plot(epochs, values, marker="o", markersize=3, label=split)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    _epoch_ticks(axes)
-    return figure
+    return _curves_figure(
+        f"training curves of the winner ({label})", {split: (curves, split) for split in SPLITS}
+    )

@@ -5,6 +5,7 @@ import re
 import warnings
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -138,6 +139,11 @@ def quiet_console() -> None:
             handler.addFilter(_NOT_ON_CONSOLE)
     for message, category, module in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def run_folder() -> Path:
+    """The folder Hydra made for this run (hydra.run.dir, or the sweep job's folder)."""
+    return Path(HydraConfig.get().runtime.output_dir)
 
 
 def _task(mode: str) -> Callable[[DictConfig], dict]:

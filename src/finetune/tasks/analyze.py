@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
@@ -39,6 +38,7 @@ from finetune.reports.analysis_report import (
     stats_record,
     write_analysis_reports,
 )
+from finetune.tasks import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     models = _models(cfg, loaded, skipped)
     # Unknown module names are a mistake in the command: refused before any data is read.
     extractors = {name: feature_extractor(net, modules) for name, net in models.items()}
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_folder()
     require_new_run_folder(run_dir)
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
     evaluated = evaluation_split(cfg, loaded, None)  # the data and split mode=eval would score

@@ -11,11 +11,9 @@ The steps, each in the module that owns it:
 """
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from finetune.inference import (
@@ -28,12 +26,13 @@ from finetune.inference import (
 from finetune.metrics import ClassificationMetrics
 from finetune.reports.eval_report import write_eval_report
 from finetune.reproduction import check_reproduction, load_reference
+from finetune.tasks import run_folder
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_folder()
     reference = load_reference(cfg.eval.reference) if cfg.eval.reference else None
     loaded = load_model(cfg)
     data_cfg, datamodule, dataset = evaluation_split(cfg, loaded, run_dir)

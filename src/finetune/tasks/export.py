@@ -5,10 +5,8 @@ check of the written file. The writing and the check are finetune.exporting's; t
 the files, refuses to overwrite them and writes the description."""
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from finetune.checkpoint import EXPORTED
@@ -16,12 +14,13 @@ from finetune.errors import UserError
 from finetune.exporting import FILE_NAMES, write_exported
 from finetune.inference import load_model
 from finetune.io import write_json
+from finetune.tasks import run_folder
 
 log = logging.getLogger(__name__)
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_folder()
     export_format = str(cfg.export.format)
     path = run_dir / FILE_NAMES[export_format]
     json_path = path.with_name(path.name + ".json")

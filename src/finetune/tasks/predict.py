@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.data.folder import FolderReader
@@ -28,12 +27,13 @@ from finetune.inference import (
     softmax_scores,
 )
 from finetune.io import write_csv
+from finetune.tasks import run_folder
 
 log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_folder()
     if not cfg.predict.input:
         raise UserError("input is not set: add predict.input=<image file or folder of images>")
     loaded = load_model(cfg)

@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +25,7 @@ from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
 from finetune.precision import Numerics, choose_numerics
+from finetune.tasks import run_folder
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def judge_config(cfg: DictConfig) -> DictConfig:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_folder()
     started = time.perf_counter()
     cfg, numerics = resolve_numerics(cfg)
     L.seed_everything(cfg.seed, workers=True)
