@@ -73,7 +73,7 @@ def compose_cfg(overrides: list[str]) -> DictConfig:
     trainer.precision / model.channels_last `auto` resolved as the train task resolves them."""
     from hydra import compose, initialize_config_dir
 
-    from finetune.tasks.train import resolve_numerics
+    from finetune.precision import resolve_numerics
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return resolve_numerics(compose(config_name="config", overrides=overrides))[0]

@@ -27,7 +27,8 @@ from finetune.checkpoint import LoadedModel, load_checkpoint
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.inference import TRANSFORM_KEYS, evaluation_data, evaluation_split, softmax_scores
+from finetune.evaluation_data import TRANSFORM_KEYS, evaluation_data, evaluation_split
+from finetune.inference import softmax_scores
 from finetune.network import build_network
 from finetune.reports.eval_figures import rank_by_class
 from finetune.reproduction import compare_with_reference, load_reference

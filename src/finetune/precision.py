@@ -6,10 +6,14 @@ training: bf16-mixed autocast + channels-last where the device computes bfloat16
 (`trainer.precision=32-true`, `model.channels_last=false`) always wins.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any, get_args
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 FAST = "bf16-mixed"
@@ -91,3 +95,25 @@ def choose_numerics(accelerator: str, precision: Any, channels_last: Any) -> Num
     if not explicit_layout:
         parts.append(f"channels-last {'on' if chosen_layout else 'off'}")
     return Numerics(chosen_precision, chosen_layout, f"{' and '.join(parts)}: {why}")
+
+
+def resolve_numerics(cfg: DictConfig) -> tuple[DictConfig, Numerics]:
+    """`cfg` with trainer.precision and model.channels_last as plain values (no `auto`), and the
+    choice with its reason; said in one log line."""
+    numerics = choose_numerics(
+        cfg.trainer.accelerator, cfg.trainer.precision, cfg.model.channels_last
+    )
+    log.info(
+        "numerics: trainer.precision=%s, model.channels_last=%s (%s)",
+        numerics.precision,
+        str(numerics.channels_last).lower(),
+        numerics.reason,
+    )
+    resolved = OmegaConf.merge(
+        cfg,
+        {
+            "trainer": {"precision": numerics.precision},
+            "model": {"channels_last": numerics.channels_last},
+        },
+    )
+    return resolved, numerics

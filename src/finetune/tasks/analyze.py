@@ -6,7 +6,7 @@ values and the eigenvalue spectrum of the channel covariance (finetune.features)
 
 - Models: the checkpoint, and the ImageNet-pretrained network of its architecture (new head).
 - Datasets (finetune.data.samples): seeded samples of split `split=` of the data mode=eval would
-  score (finetune.inference.evaluation_split), of an ImageNet folder and of CIFAR-10's test batch.
+  score (finetune.evaluation_data), of an ImageNet folder and of CIFAR-10's test batch.
 - Only what is absent is skipped, with one warning: a dataset not given (analysis.imagenet_root
   or analysis.cifar_root null) and ImageNet weights that cannot be had (WeightsUnavailable).
   Anything given but missing or broken is a UserError before any result is written.
@@ -29,8 +29,9 @@ from finetune.data.loaders import image_loader
 from finetune.data.samples import analysis_samples
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError, WeightsUnavailable
+from finetune.evaluation_data import TRANSFORM_KEYS, evaluation_split
 from finetune.features import FeatureStatsModule, feature_extractor
-from finetune.inference import TRANSFORM_KEYS, evaluation_split, load_model, run_predict
+from finetune.inference import load_model, run_predict
 from finetune.network import build_network, default_feature_modules
 from finetune.reports.analysis_report import (
     DEFINITIONS,

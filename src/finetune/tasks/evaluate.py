@@ -16,13 +16,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from finetune.inference import (
-    TRANSFORM_KEYS,
-    evaluation_split,
-    load_model,
-    scoring_settings,
-    softmax_scores,
-)
+from finetune.evaluation_data import TRANSFORM_KEYS, evaluation_split
+from finetune.inference import load_model, scoring_settings, softmax_scores
 from finetune.metrics import ClassificationMetrics
 from finetune.reports.eval_report import write_eval_report
 from finetune.reproduction import check_reproduction, load_reference

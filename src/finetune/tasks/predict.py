@@ -19,13 +19,8 @@ from finetune.data.loaders import image_loader
 from finetune.data.sources import Listing, drop_unreadable
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.inference import (
-    PREDICTIONS_CSV,
-    TRANSFORM_KEYS,
-    load_model,
-    scoring_settings,
-    softmax_scores,
-)
+from finetune.evaluation_data import TRANSFORM_KEYS
+from finetune.inference import PREDICTIONS_CSV, load_model, scoring_settings, softmax_scores
 from finetune.io import write_csv
 from finetune.tasks import run_folder
 

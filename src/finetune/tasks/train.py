@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,7 +23,8 @@ from finetune.inference import process_flags_restored, scoring_settings
 from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
-from finetune.precision import Numerics, choose_numerics
+from finetune.precision import resolve_numerics
+from finetune.resume import resume_checkpoint, resumed_settings
 from finetune.tasks import run_folder
 from finetune.trainer import build_trainer
 
@@ -34,88 +34,8 @@ BEST_MODEL = "best_model.pt"
 METRICS = "metrics.json"
 
 
-def resume_checkpoint(resume: str | None) -> Path | None:
-    """`resume` names a .ckpt file, or a run folder whose checkpoints/last.ckpt is used."""
-    if not resume:
-        return None
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise UserError(f"resume={resume}: {path} does not exist (pass a .ckpt or a run folder)")
-    return path
-
-
-def resumed_settings(
-    path: Path, class_names: list[str], optimizer: dict[str, Any], scheduler: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The optimizer and scheduler settings of the checkpoint to resume from.
-
-    Lightning restores the optimizer and scheduler *state* (learning rate included) from the
-    checkpoint, so other settings on the command line would be recorded but not used: they are
-    named in a warning and the checkpoint's settings are recorded instead. What Lightning would
-    refuse with a traceback (not a training checkpoint, other classes) is refused in one line.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle safely: refuse the file
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise UserError(
-            f"resume={path}: not a weights-only Lightning checkpoint ({reason})"
-        ) from None
-    if not isinstance(ckpt, dict) or not {"optimizer_states", "loops"} <= ckpt.keys():
-        raise UserError(
-            f"resume={path} is not a Lightning training checkpoint (best_model.pt holds weights "
-            "only): pass the run folder or its checkpoints/last.ckpt"
-        )
-    hparams = ckpt.get("hyper_parameters", {})
-    if hparams.get("class_names") != class_names:
-        raise UserError(
-            f"resume={path} was trained on classes {hparams.get('class_names')}, the data has "
-            f"{class_names}: resume with the same data"
-        )
-    earlier = {"optimizer": hparams["optimizer"], "scheduler": hparams["scheduler"]}
-    for group, now in (("optimizer", optimizer), ("scheduler", scheduler)):
-        changed = sorted(
-            key
-            for key in now.keys() | earlier[group].keys()
-            if now.get(key) != earlier[group].get(key)
-        )
-        if changed:
-            log.warning(
-                "resume: the %s state comes from %s; %s not used (%s)",
-                group,
-                path,
-                ", ".join(f"{group}.{key}={now.get(key)}" for key in changed),
-                ", ".join(f"checkpoint: {key}={earlier[group].get(key)}" for key in changed),
-            )
-    return earlier["optimizer"], earlier["scheduler"]
-
-
 def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
-
-
-def resolve_numerics(cfg: DictConfig) -> tuple[DictConfig, Numerics]:
-    """`cfg` with trainer.precision and model.channels_last as plain values (no `auto`), and the
-    choice with its reason; said in one log line."""
-    numerics = choose_numerics(
-        cfg.trainer.accelerator, cfg.trainer.precision, cfg.model.channels_last
-    )
-    log.info(
-        "numerics: trainer.precision=%s, model.channels_last=%s (%s)",
-        numerics.precision,
-        str(numerics.channels_last).lower(),
-        numerics.reason,
-    )
-    resolved = OmegaConf.merge(
-        cfg,
-        {
-            "trainer": {"precision": numerics.precision},
-            "model": {"channels_last": numerics.channels_last},
-        },
-    )
-    return resolved, numerics
 
 
 def judge_config(cfg: DictConfig) -> DictConfig:

@@ -1,0 +1,128 @@
+"""Which data a checkpoint is evaluated on (eval, analyze; predict takes the transform), by a
+rule that reads the composed config alone: the checkpoint's own data and split manifest unless
+`data.source=config`; `data.root`, when set, says where the checkpoint's data lives now. The
+evaluation transform (image_size, resize_size, mean, std) is always the checkpoint's.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from finetune.checkpoint import LoadedModel
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.splits import SPLITS
+from finetune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TRANSFORM_KEYS = ("image_size", "resize_size", "mean", "std")  # always the checkpoint's
+
+
+def evaluation_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
+    """The data config to evaluate on, from the composed config alone (a value set on the
+    command line or in an experiment file means the same). `data.source=checkpoint`: the
+    checkpoint's kind and manifest, in `data.root` when set (the data moved; the demo's default
+    root, its cache folder, is where the demo is materialised), else in the checkpoint's root.
+    `data.source=config`: `data` as composed (its manifest, or a fresh split by data.split and
+    seed). Either way with the checkpoint's evaluation transform."""
+    if cfg.data.source == "config":
+        data = _configured_data(cfg, loaded)
+    else:
+        data = _checkpoint_data(cfg, loaded)
+    return data | {key: loaded.data[key] for key in TRANSFORM_KEYS}
+
+
+def _configured_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+    ignored = [key for key in TRANSFORM_KEYS if data[key] != loaded.data[key]]
+    if ignored:
+        log.warning(
+            "%s ignored: the model is evaluated with the transform it was trained with (%s)",
+            ", ".join(f"data.{key}={data[key]}" for key in ignored),
+            ", ".join(f"{key}={loaded.data[key]}" for key in ignored),
+        )
+    if not data["manifest"]:
+        log.info(
+            "data.source=config: split=%s of a fresh split of %s (add data.manifest=%s to "
+            "evaluate the checkpoint's own split)",
+            cfg.split,
+            data["root"],
+            loaded.manifest or "<split.csv>",
+        )
+    return data
+
+
+def _checkpoint_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
+    moved = not OmegaConf.is_missing(cfg.data, "root") and data["root"] is not None
+    if data["manifest"] or (moved and data["kind"] != loaded.data["kind"]):
+        log.warning(
+            "data.source=checkpoint: evaluating the checkpoint's %s data and split, not "
+            "data.kind=%s data.manifest=%s (add data.source=config to evaluate those)",
+            loaded.data["kind"],
+            data["kind"],
+            data["manifest"],
+        )
+    data.update(
+        kind=loaded.data["kind"],
+        root=data["root"] if moved else loaded.data["root"],
+        manifest=None if loaded.manifest is None else str(loaded.manifest),
+    )
+    if loaded.manifest is None:
+        log.warning(
+            "%s has no split manifest (split.csv not found where it was written nor beside the "
+            "checkpoint): split=%s is taken from a fresh split of %s (data.split, seed=%s), the "
+            "training split only if those and the data are unchanged; data.source=config "
+            "data.manifest=... chooses another split",
+            loaded.path,
+            cfg.split,
+            data["root"],
+            cfg.seed,
+        )
+    return data
+
+
+def check_classes(loaded: LoadedModel, data_classes: list[str], root: Any) -> None:
+    """Refuse data with another class count; warn when only the names differ."""
+    if len(data_classes) != len(loaded.class_names):
+        raise UserError(
+            f"ckpt={loaded.path} predicts {len(loaded.class_names)} classes but the data at "
+            f"{root} has {len(data_classes)}: evaluate a model on data with its own classes"
+        )
+    if list(data_classes) != list(loaded.class_names):
+        log.warning(
+            "class names differ (model: %s; data: %s): labels are matched by position",
+            ", ".join(loaded.class_names),
+            ", ".join(data_classes),
+        )
+
+
+class EvaluationSplit(NamedTuple):
+    data: dict[str, Any]  # the data config of evaluation_data
+    datamodule: ImageDataModule  # its eval_loader serves `dataset`
+    dataset: Dataset  # split `split=`, never empty
+
+
+def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None) -> EvaluationSplit:
+    """The split `split=` of `evaluation_data`, read by the DataModule (its split.csv and
+    skipped-image list go to `run_dir`; None writes nothing); refused when empty."""
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
+    data_cfg = evaluation_data(cfg, loaded)
+    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, only=cfg.split)
+    if datamodule.kind != "demo" and not datamodule.root.is_dir():
+        if data_cfg["root"] == loaded.data["root"]:
+            raise UserError(
+                f"the checkpoint's data folder {datamodule.root} does not exist: if the data "
+                "has moved, add data.root=<its folder now> (the checkpoint's split is kept)"
+            )
+        raise UserError(f"data.root={datamodule.root} does not exist")
+    check_classes(loaded, datamodule.class_names, datamodule.root)
+    datamodule.setup()
+    dataset = datamodule.datasets[cfg.split]
+    if not len(dataset):
+        raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
+    return EvaluationSplit(data_cfg, datamodule, dataset)
