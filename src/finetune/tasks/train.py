@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.callbacks import training_callbacks
@@ -38,6 +39,12 @@ def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
 
 
+@rank_zero_only
+def _phase(step: int, message: str) -> None:
+    """One console line per phase of the run (rank 0 only: every DDP rank runs the same)."""
+    log.info("[%d/3] %s", step, message)
+
+
 def judge_config(cfg: DictConfig) -> DictConfig:
     """The training config with the arithmetic of evaluation (finetune.inference): the figures
     of the selected epoch are then those a later mode=eval of best_model.pt reports."""
@@ -57,6 +64,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         earlier = resume.parent.parent / MANIFEST
         data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
+    _phase(1, f"data: reading and splitting {datamodule.root}")
+    datamodule.setup("fit")  # the decode check and the split now; fit reuses them
+    sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     if resume:
@@ -72,6 +82,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = training_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, callbacks.all, training_loggers(cfg, run_dir))
+    epochs = cfg.trainer.max_epochs
+    _phase(
+        2,
+        f"training {epochs if epochs and epochs > 0 else 'until max_steps/max_time:'} epoch(s) "
+        f"on {sizes['train']:,} images, validating on {sizes['val']:,} after each"
+        + (f" (resuming {resume})" if resume else ""),
+    )
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
@@ -84,6 +101,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"no checkpoint was selected: is trainer.max_epochs >= 1 and is monitor={cfg.monitor}"
             " logged every epoch?"
         )
+    best_epoch = int(Path(best).stem.removeprefix("epoch"))
+    _phase(
+        3,
+        f"measuring the best epoch ({best_epoch}) again on val"
+        + (f" and testing it on {sizes['test']:,} images" if sizes["test"] else ""),
+    )
     # The selected epoch, measured again: full val (and test) figures of exactly these weights,
     # in the arithmetic of evaluation. A trainer without logger, so that the TensorBoard curves
     # keep one point per epoch.
@@ -105,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "value": float(checkpoint.best_model_score),
         },
         "best_checkpoint": str(best),
-        "best_epoch": int(Path(best).stem.removeprefix("epoch")),
+        "best_epoch": best_epoch,
         "epochs_run": trainer.current_epoch,
         "stopped_early": any(
             getattr(callback, "stopped_epoch", 0) > 0
