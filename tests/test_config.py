@@ -13,8 +13,9 @@ from finetune.validate import validate_config
 
 CONF = config_dir()
 SRC = Path(__file__).resolve().parents[1] / "src" / "finetune"
-# Sections handed to a library as keyword arguments: their keys are the library's names.
-PASSED_THROUGH = ("trainer", "optimizer", "scheduler")
+# Sections handed to a library as keyword arguments (Lightning's Trainer and loggers, torch's
+# optimizers and schedulers): their keys are the library's names.
+PASSED_THROUGH = ("trainer", "optimizer", "scheduler", "logger")
 
 
 def _options() -> list[tuple[str, str]]:

@@ -64,9 +64,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         earlier = resume.parent.parent / MANIFEST
         data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
-    _phase(1, f"data: reading and splitting {datamodule.root}")
-    datamodule.setup("fit")  # the decode check and the split now; fit reuses them
-    sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     if resume:
@@ -80,6 +77,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=scheduler,
         data=data_cfg,
     )
+    _phase(1, f"data: reading and splitting {datamodule.root}")
+    datamodule.setup("fit")  # the decode check and the split now; fit reuses them
+    sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
     callbacks = training_callbacks(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, callbacks.all, training_loggers(cfg, run_dir))
     epochs = cfg.trainer.max_epochs
