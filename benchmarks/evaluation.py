@@ -1,5 +1,5 @@
 """Evaluation images/s side by side: the seed's way (a plain float32 inference loop), the plain
-loop in the package's default training numerics, the package's validation step (Lightning, the
+loop in the package's fast-setting training numerics, the package's validation step (Lightning, the
 training numerics), and the package's mode=eval scoring path (finetune.inference) in its default
 float32 and with inference.precision=bf16-mixed; and how far bf16 scores are from float32."""
 

@@ -1,6 +1,6 @@
 """Data-loader images/s of the scene pipeline (JPEG decode + transform) through the package's
 own ImageDataModule, and what one image costs: decoding it vs transforming it; and, during
-training in the package's default numerics, the loader workers' share of the CPU and what a
+training in the package's fast numerics, the loader workers' share of the CPU and what a
 decoded-image cache could save (the decode replaced by a lookup of the decoded image)."""
 
 import statistics
@@ -212,7 +212,7 @@ class DecodedImages:
 def _train_from_jpegs(
     root: Path, settings: Settings, size: int, batch: int, cached: bool
 ) -> dict[str, float]:
-    """The package's default training (auto numerics, default workers) fed from JPEGs, or from
+    """The package's fast-setting training (default workers) fed from JPEGs, or from
     decoded images: images/s and CPU seconds over the timed steps."""
     steps = settings.share_warmup + settings.share_steps
     datamodule = scene_datamodule(root, steps * batch, size, batch)
@@ -244,7 +244,7 @@ def _train_from_jpegs(
 def loader_share_in_training(
     settings: Settings, root: Path, size: int, batch: int, decode_share: float
 ) -> dict[str, Any]:
-    """During training from JPEGs (CPU, default numerics and workers): the workers' share of the
+    """During training from JPEGs (CPU, fast numerics, default workers): the workers' share of the
     CPU time, the cores each side keeps busy, and the training time a decoded-image cache
     saves, measured (JPEG and decoded runs alternating) and estimated (workers' share x the
     decode share of a train item)."""

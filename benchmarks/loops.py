@@ -1,5 +1,5 @@
 """Timed training / evaluation blocks on pre-made tensors, inside Lightning and without it,
-in the seed's numerics (float32) and in the package's default ones."""
+in the seed's numerics (float32) and in the package's fast ones."""
 
 import statistics
 import tempfile
@@ -52,7 +52,7 @@ def to_layout(module: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
 
 
 def seed_and_default(size: int, batch: int, device: str) -> tuple[DictConfig, DictConfig]:
-    """The config of the seed's way (float32, default layout) and the package's default one
+    """The config of the seed's way (float32, default layout) and the package's fast one
     (trainer.precision=auto, model.channels_last=auto, resolved for `device`)."""
     return (
         compose_cfg(run_overrides(size, batch, device, *SEED_WAY)),

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SPEEDUP_TARGET = 2.3  # the package's default over the seed's plain float32 loop, training
+SPEEDUP_TARGET = 2.3  # the package's fast setting over the seed's plain float32 loop, training
 SPEEDUP_AT = (224, 16)  # ... at this image size and batch
 LIGHTNING_TARGET = 0.95  # Lightning's images/s over a plain loop's at the same numerics
 CACHE_WORTH = 0.05  # a decoded-image cache must save this share of training time
@@ -97,7 +97,7 @@ def _overhead(overhead: dict[str, Any], training: list[dict[str, Any]]) -> list[
     plain_ms = {
         (row["image_size"], row["batch"]): 1000
         * row["batch"]
-        / row["variants"]["package default (Lightning)"]["images_per_s"]["median"]
+        / row["variants"]["package fast setting (Lightning)"]["images_per_s"]["median"]
         for row in training
     }
     header = ["variant", "ms/step", "added ms"]
@@ -149,7 +149,7 @@ def _train_per_worker(rows: list[dict[str, Any]]) -> str:
 def _variants_table(rows: list[dict[str, Any]], ratio_key: str | None) -> list[str]:
     """One line per configuration: each variant's images/s and its speed over the seed's way."""
     names = list(rows[0]["variants"])
-    header = ["size", "batch", "default numerics", *[f"{name}, img/s" for name in names]]
+    header = ["size", "batch", "fast numerics", *[f"{name}, img/s" for name in names]]
     lines = []
     for row in rows:
         over = row["over_seed"] if ratio_key is None else None
@@ -170,9 +170,9 @@ def _training_table(rows: list[dict[str, Any]]) -> list[str]:
     header = [
         "size",
         "batch",
-        "default numerics",
+        "fast numerics",
         *[f"{name}, img/s" for name in names],
-        "package default / seed",
+        "package fast setting / seed",
         "Lightning / plain, same numerics",
         *[f"{name}, RSS MB" for name in names],
     ]
@@ -234,27 +234,27 @@ def _parity(parity: dict[str, Any] | None) -> list[str]:
     return [
         f"`python benchmarks/parity.py` (`make parity`; {len(seeds)} seeds per setting, "
         f"{parity['wall_time_s'] / 60:.0f} min; raw runs in parity.json). Test split, mean over "
-        "seeds; diff = auto - fp32 in points.",
+        "seeds; diff = bf16 - fp32 in points.",
         "",
         *_table(
             [
                 "data",
                 "fp32 acc_mean",
-                "auto acc_mean",
+                "bf16 acc_mean",
                 "diff (points)",
                 "fp32 mAP",
-                "auto mAP",
+                "bf16 mAP",
                 "diff (points)",
-                "run time fp32 / auto",
+                "run time fp32 / bf16",
             ],
             [
                 [
                     row["data"],
                     f"{row['fp32_test_acc_mean']:.4f}",
-                    f"{row['auto_test_acc_mean']:.4f}",
+                    f"{row['bf16_test_acc_mean']:.4f}",
                     f"{row['acc_mean_diff_points']:+.2f}",
                     f"{row['fp32_test_map']:.4f}",
-                    f"{row['auto_test_map']:.4f}",
+                    f"{row['bf16_test_map']:.4f}",
                     f"{row['map_diff_points']:+.2f}",
                     f"{row['speedup']:.2f}x",
                 ]
@@ -293,7 +293,7 @@ def markdown(results: dict[str, Any], parity: dict[str, Any] | None = None) -> s
         "",
         "## Answers",
         "",
-        f"- Training, the package's default / the seed's plain float32 loop at "
+        f"- Training, the package's fast setting / the seed's plain float32 loop at "
         f"{speed['at'][0]} px batch {speed['at'][1]} (target ≥ {speed['target']}x): "
         + (
             "not measured (other sizes)"
@@ -324,11 +324,11 @@ def markdown(results: dict[str, Any], parity: dict[str, Any] | None = None) -> s
         f"training time (threshold {100 * cache['threshold']:.0f}%) — "
         + ("worth building." if cache["justified"] else "not worth building."),
         "",
-        "## Training: the seed's way vs the package's default (images/s)",
+        "## Training: the seed's way vs the package's fast setting (images/s)",
         "",
         "Pre-made tensors (no data loading). The seed's way: a plain PyTorch loop in float32 "
-        "with the default memory layout. Plain loop, default numerics: the same loop with the "
-        "default's autocast and memory layout. Package default: the LightningModule in "
+        "with the default memory layout. Plain loop, fast numerics: the same loop with the "
+        "default's autocast and memory layout. Package fast setting: the LightningModule in "
         "lightning.Trainer with trainer.precision=auto, model.channels_last=auto.",
         "",
         *_training_table(results["training"]),
@@ -365,13 +365,13 @@ def markdown(results: dict[str, Any], parity: dict[str, Any] | None = None) -> s
         "which does not depend on it, shows. Each row adds one piece to the row above; each "
         f"figure is the fastest of {results['lightning_overhead']['reps']} blocks (other "
         "processes only ever add time). The last columns set the added time against a step of "
-        "the package's default at the sizes above.",
+        "the package's fast setting at the sizes above.",
         "",
         *_overhead(results["lightning_overhead"], results["training"]),
         "",
         "## The loader during training",
         "",
-        "The package's default training (default numerics, data.loader.num_workers=auto) fed "
+        "The package's fast-setting training (fast numerics, data.loader.num_workers=auto) fed "
         "from 150x150 JPEGs through ImageDataModule, "
         f"{settings['share_steps']} timed steps after {settings['share_warmup']} warm-up steps, "
         f"median of {settings['share_reps']} runs. CPU time from /proc/<pid>/stat: loader "

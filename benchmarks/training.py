@@ -1,6 +1,6 @@
 """Training images/s side by side: the seed's way (a plain PyTorch loop in float32), the same
-plain loop in the package's default numerics, and the package (its LightningModule in a
-Trainer, default numerics) on the same tensors, batch size, optimizer and steps; and what
+plain loop in the package's fast numerics, and the package (its LightningModule in a
+Trainer, fast numerics) on the same tensors, batch size, optimizer and steps; and what
 Lightning's extra per-step work costs, one piece at a time."""
 
 import io
@@ -32,8 +32,8 @@ from finetune.optim import build_optimizer
 SCENE_TRAIN_IMAGES = 12_034
 PACKAGE_MODULE = "+ self.log per step (the package module)"
 SEED = "plain loop, float32 (the seed's way)"
-PLAIN_DEFAULT = "plain loop, default numerics"
-PACKAGE = "package default (Lightning)"
+PLAIN_DEFAULT = "plain loop, fast numerics"
+PACKAGE = "package fast setting (Lightning)"
 
 
 def fit_plain(
@@ -74,7 +74,7 @@ class MetricsNoLog(ImageClassifier):
 
 
 def compare_training(settings: Settings, size: int, batch: int, device: str) -> dict[str, Any]:
-    """The seed's plain float32 loop, the plain loop in the default numerics and the package's
+    """The seed's plain float32 loop, the plain loop in the fast numerics and the package's
     default, interleaved block by block; the package's speed over each plain loop."""
     seed_cfg, default_cfg = seed_and_default(size, batch, device)
     precision = default_cfg.trainer.precision

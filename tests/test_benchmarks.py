@@ -64,14 +64,14 @@ def test_quick_run_writes_results_and_report(tmp_path):
             per_worker = [v / row["workers"] for v in row["images_per_s"]["values"]]
             assert row["images_per_s_per_worker"]["values"] == pytest.approx(per_worker, abs=1e-3)
     configs = len(settings["sizes"]) * len(settings["batches"])
-    numerics = choose_numerics("cpu", "auto", "auto")
+    numerics = choose_numerics("cpu", "auto", "auto", True)  # the fast setting the bench measures
     assert results["numerics"] == numerics.as_dict()
 
     def paired(row, over, under):
         rates = [row["variants"][name]["images_per_s"]["values"] for name in (over, under)]
         return np.median(np.divide(*rates))
 
-    seed, package = "plain loop, float32 (the seed's way)", "package default (Lightning)"
+    seed, package = "plain loop, float32 (the seed's way)", "package fast setting (Lightning)"
     for part in ("training", "evaluation"):
         assert len(results[part]) == configs
         for row in results[part]:
@@ -84,7 +84,7 @@ def test_quick_run_writes_results_and_report(tmp_path):
                 assert len(variant["images_per_s"]["values"]) == settings["reps"]
     for row in results["training"]:
         assert row["default_over_seed"] == pytest.approx(paired(row, package, seed), abs=1e-3)
-        plain = "plain loop, default numerics"
+        plain = "plain loop, fast numerics"
         assert row["lightning_over_plain"] == pytest.approx(paired(row, package, plain), abs=1e-3)
     for row in results["evaluation"]:
         for name, ratio in row["over_seed"].items():

@@ -1,9 +1,8 @@
-"""The automatic numeric setting: bf16-mixed + channels-last where the device computes bfloat16
-natively, float32 elsewhere; explicit settings win. Capabilities are simulated, so every case
-runs on any machine."""
+"""The automatic numeric setting: bf16-mixed + channels-last on a GPU with bf16, and on a CPU with
+native bf16 only with cpu_bf16=true (it missed the parity rule there); float32 elsewhere;
+explicit settings win. Capabilities are simulated, so every case runs on any machine."""
 
 import json
-import logging
 
 import pytest
 import torch
@@ -44,13 +43,24 @@ def gpu(monkeypatch):
     ("feature", "precision", "channels_last"),
     [("AMX", "bf16-mixed", True), ("AVX512-BF16", "bf16-mixed", True), (None, "32-true", False)],
 )
-def test_cpu_choice_follows_native_bf16(cpu, gpu, feature, precision, channels_last):
+def test_cpu_choice_follows_native_bf16_when_allowed(cpu, gpu, feature, precision, channels_last):
     cpu(feature)
     gpu(None)
     for accelerator in ("cpu", "auto"):
-        chosen = choose_numerics(accelerator, "auto", "auto")
+        chosen = choose_numerics(accelerator, "auto", "auto", True)
         assert (chosen.precision, chosen.channels_last) == (precision, channels_last)
         assert (feature or "no native bfloat16") in chosen.reason
+
+
+@pytest.mark.parametrize("feature", ["AMX", "AVX512-BF16", None])
+def test_cpu_default_is_float32_and_says_why(cpu, gpu, feature):
+    """cpu_bf16=false (the default): float32 on every CPU; a bf16-capable one is told it is the
+    opt-in, and why."""
+    cpu(feature)
+    gpu(None)
+    chosen = choose_numerics("cpu", "auto", "auto", False)
+    assert (chosen.precision, chosen.channels_last) == ("32-true", False)
+    assert ("opt-in (cpu_bf16=true)" in chosen.reason) == (feature is not None)
 
 
 @pytest.mark.parametrize(
@@ -60,26 +70,27 @@ def test_gpu_choice_follows_bf16_support(cpu, gpu, bf16, precision, channels_las
     cpu(None)  # the CPU does not matter when training on the GPU
     gpu(bf16)
     for accelerator in ("gpu", "cuda", "auto"):
-        chosen = choose_numerics(accelerator, "auto", "auto")
-        assert (chosen.precision, chosen.channels_last) == (precision, channels_last)
-    assert "Simulated GPU" in choose_numerics("gpu", "auto", "auto").reason
+        for cpu_bf16_allowed in (False, True):  # a CPU-only setting
+            chosen = choose_numerics(accelerator, "auto", "auto", cpu_bf16_allowed)
+            assert (chosen.precision, chosen.channels_last) == (precision, channels_last)
+    assert "Simulated GPU" in choose_numerics("gpu", "auto", "auto", False).reason
 
 
 def test_explicit_settings_win(cpu, gpu):
     cpu("AMX")
     gpu(True)
-    chosen = choose_numerics("cpu", "32-true", "auto")
+    chosen = choose_numerics("cpu", "32-true", "auto", True)
     assert (chosen.precision, chosen.channels_last) == ("32-true", True)
-    chosen = choose_numerics("gpu", "auto", False)
+    chosen = choose_numerics("gpu", "auto", False, False)
     assert (chosen.precision, chosen.channels_last) == ("bf16-mixed", False)
-    chosen = choose_numerics("cpu", "16-mixed", True)
+    chosen = choose_numerics("cpu", "16-mixed", True, False)
     assert (chosen.precision, chosen.channels_last, chosen.reason) == (
         "16-mixed",
         True,
         "as set in the config",
     )
     cpu(None)
-    assert choose_numerics("cpu", "bf16-mixed", "auto").channels_last is False
+    assert choose_numerics("cpu", "bf16-mixed", "auto", True).channels_last is False
 
 
 def test_this_machine_is_described_truthfully():
@@ -87,9 +98,10 @@ def test_this_machine_is_described_truthfully():
     capabilities = torch.cpu.get_capabilities()
     native = capabilities.get("amx_tile") or capabilities.get("avx512_bf16")
     assert bool(cpu_bf16()) == bool(native)
-    assert choose_numerics("cpu", "auto", "auto").precision == (
+    assert choose_numerics("cpu", "auto", "auto", True).precision == (
         "bf16-mixed" if native else "32-true"
     )
+    assert choose_numerics("cpu", "auto", "auto", False).precision == "32-true"
 
 
 # -- the choice wired into mode=train ----------------------------------------------------------
@@ -108,7 +120,7 @@ def test_defaults_are_auto_and_bad_values_are_one_line():
     from finetune.validate import validate_config
 
     cfg = _compose()
-    assert (cfg.trainer.precision, cfg.model.channels_last) == ("auto", "auto")
+    assert (cfg.trainer.precision, cfg.model.channels_last, cfg.cpu_bf16) == ("auto", "auto", False)
     validate_config(cfg)
     for override, words in [
         ("trainer.precision=bf17", "trainer.precision='bf17': use auto, "),
@@ -124,17 +136,18 @@ TRAIN = [*SCENE, *TINY, "trainer.max_epochs=1", "train_eval_images=0"]
 
 
 def test_bf16_run_records_its_numerics_resumes_and_evaluates_as_trained(
-    tmp_path, scene_root, cpu, gpu, caplog
+    tmp_path, scene_root, cpu, gpu
 ):
-    """On a (simulated) CPU with native bf16 the defaults train in bf16-mixed + channels-last, say
-    so once, record it; the run resumes in bf16; and its test figures (judged in float32) are
-    exactly what a later mode=eval of best_model.pt reports."""
+    """On a (simulated) CPU with native bf16, cpu_bf16=true trains in bf16-mixed + channels-last,
+    says so once, records it; the run resumes in bf16; and its test figures (judged in float32)
+    are exactly what a later mode=eval of best_model.pt reports."""
     cpu("AVX512-BF16")
     gpu(None)
     data = f"data.root={scene_root}"
-    with caplog.at_level(logging.INFO, logger="finetune"):
-        first = train_in_process(tmp_path / "first", data, *TRAIN)
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("numerics:")]
+    allowed = "cpu_bf16=true"
+    first = train_in_process(tmp_path / "first", data, allowed, *TRAIN)
+    log_lines = (tmp_path / "first" / "finetune.log").read_text().splitlines()
+    said = [line.split(" - ", 1)[1] for line in log_lines if " - numerics: " in line]
     assert said == [
         "numerics: trainer.precision=bf16-mixed, model.channels_last=true (precision bf16-mixed "
         "and channels-last on: this CPU computes bfloat16 natively (AVX512-BF16))"
@@ -152,7 +165,12 @@ def test_bf16_run_records_its_numerics_resumes_and_evaluates_as_trained(
     assert best["hyper_parameters"]["model"]["channels_last"] is True  # a plain bool, not auto
 
     resumed = train_in_process(
-        tmp_path / "resumed", data, *TRAIN, "trainer.max_epochs=2", f"resume={tmp_path / 'first'}"
+        tmp_path / "resumed",
+        data,
+        allowed,
+        *TRAIN,
+        "trainer.max_epochs=2",
+        f"resume={tmp_path / 'first'}",
     )
     assert resumed["epochs_run"] == 2 and resumed["numerics"] == numerics
 
