@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -181,12 +182,54 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> s
     return lines[0]
 
 
+def run_in_process(*overrides: str) -> dict:
+    """`python -m finetune OVERRIDES` in this process through `finetune.run` (no 5 s of imports
+    per run); torch's global determinism flag, which a deterministic run sets, is restored."""
+    import torch
+
+    from finetune import run
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return run(list(overrides))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def assert_run_refuses(*overrides: str) -> Callable[..., str]:
+    """`run(OVERRIDES)` raises one UserError line; returns a checker of the words it names."""
+    from finetune.errors import UserError
+
+    with pytest.raises(UserError) as raised:
+        run_in_process(*overrides)
+    message = str(raised.value)
+    assert "\n" not in message and message, message
+
+    def names(*words: str) -> str:
+        for word in words:
+            assert word.lower() in message.lower(), message
+        return message
+
+    return names
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch) -> Path:
+    """In-process runs see what run_cli gives a subprocess: tmp_path as the working folder, no
+    ImageNet weights in TORCH_HOME, a fresh FINETUNE_CACHE."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in cli_env(None, tmp_path / "cache").items():
+        if name in ("TORCH_HOME", "FINETUNE_CACHE"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, scene_root) -> Path:
     """One short training run on the tiny scene folder, shared by eval/analyze tests."""
-    cwd = tmp_path_factory.mktemp("trained")
-    run_dir = cwd / "run"
-    result = run_cli(
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_in_process(
         "mode=train",
         f"data.root={scene_root}",
         "data.split.test=12",
@@ -197,9 +240,7 @@ def trained_run(tmp_path_factory, scene_root) -> Path:
         "train_eval_images=8",
         f"hydra.run.dir={run_dir}",
         *TINY,
-        cwd=cwd,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 

@@ -1,6 +1,6 @@
-"""The bad-input catalogue, run as a user runs the package (`python -m finetune` in a
-subprocess, outputs in a tmp folder): odd images work, broken ones are skipped and named,
-every mistake is one line with a non-zero exit and no traceback."""
+"""The bad-input catalogue, run as a user runs the package (`finetune.run`, the command line
+in-process; `python -m finetune` in a subprocess where the exit code is the point, outputs in a
+tmp folder): odd images work, broken ones are skipped and named, every mistake is one line."""
 
 import json
 import shutil
@@ -16,9 +16,11 @@ from conftest import (
     REPO,
     TINY,
     assert_one_line_error,
+    assert_run_refuses,
     class_colour_image,
     make_scene_folder,
     run_cli,
+    run_in_process,
 )
 
 QUICK = ["model.weights=none", "trainer.max_epochs=1", "train_eval_images=0", *TINY]
@@ -55,17 +57,16 @@ def messy_folder(root):
 def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
     odd, broken = messy_folder(tmp_path / "data")
     run_dir = tmp_path / "run"
-    result = run_cli(
+    run_in_process(
         "mode=train",
         f"data.root={tmp_path / 'data'}",
         "data.split.test=6",
         "data.split.val=12",
         f"hydra.run.dir={run_dir}",
         *QUICK,
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    warnings = [line for line in result.stdout.splitlines() if "skipping 3 unreadable" in line]
+    log = (run_dir / "finetune.log").read_text(encoding="utf-8")  # what the console showed
+    warnings = [line for line in log.splitlines() if "skipping 3 unreadable" in line]
     assert len(warnings) == 1
     for name in broken:
         assert name.split("/")[1] in warnings[0]
@@ -86,7 +87,8 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
         ("one_class", ["1 class folder", "at least 2"]),
     ],
 )
-def test_broken_data_folders(tmp_path, layout, words):
+def test_broken_data_folders(user_folder, layout, words):
+    tmp_path = user_folder
     root = tmp_path / "data"
     if layout == "empty_class":
         make_scene_folder(root, per_class=4)
@@ -94,20 +96,14 @@ def test_broken_data_folders(tmp_path, layout, words):
         (root / "street").mkdir()
     elif layout == "one_class":
         make_scene_folder(root, per_class=4, classes=["sea"])
-    result = run_cli("mode=train", f"data.root={root}", *QUICK, cwd=tmp_path)
-    assert_one_line_error(result, *words)
+    assert_run_refuses("mode=train", f"data.root={root}", *QUICK)(*words)
 
 
-def test_refuse_instead_of_skip_when_asked(tmp_path):
-    messy_folder(tmp_path / "data")
-    result = run_cli(
-        "mode=train",
-        f"data.root={tmp_path / 'data'}",
-        "data.bad_images=error",
-        *QUICK,
-        cwd=tmp_path,
-    )
-    assert_one_line_error(result, "3 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
+def test_refuse_instead_of_skip_when_asked(user_folder):
+    messy_folder(user_folder / "data")
+    assert_run_refuses(
+        "mode=train", f"data.root={user_folder / 'data'}", "data.bad_images=error", *QUICK
+    )("3 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -132,11 +128,13 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
     assert files_under(trained_run) == before
 
 
-def test_an_empty_folder_made_by_the_user_is_a_fine_run_folder(tmp_path):
-    run_dir = tmp_path / "run"
+def test_an_empty_folder_made_by_the_user_is_a_fine_run_folder(user_folder):
+    run_dir = user_folder / "run"
     run_dir.mkdir()
-    result = run_cli("experiment=demo", "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert_one_line_error(result, "optimizer.lr")  # the run started: the config was checked
+    # the run started: the config was checked
+    assert_run_refuses("experiment=demo", "optimizer.lr=-1", f"hydra.run.dir={run_dir}")(
+        "optimizer.lr"
+    )
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
@@ -184,25 +182,24 @@ def test_a_distributed_child_joins_the_run_folder_of_its_rank_0(tmp_path, monkey
         ("notes.txt", ["refusing", "not a weights-only checkpoint"]),
     ],
 )
-def test_bad_checkpoint_arguments(tmp_path, ckpt, words):
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "notes.txt").write_text("this is not a checkpoint\n")
-    overrides = ["mode=eval"] + ([f"ckpt={tmp_path / ckpt}"] if ckpt else [])
-    assert_one_line_error(run_cli(*overrides, cwd=tmp_path), *words)
+def test_bad_checkpoint_arguments(user_folder, ckpt, words):
+    (user_folder / "folder").mkdir()
+    (user_folder / "notes.txt").write_text("this is not a checkpoint\n")
+    overrides = ["mode=eval"] + ([f"ckpt={user_folder / ckpt}"] if ckpt else [])
+    assert_run_refuses(*overrides)(*words)
 
 
-def test_reference_of_the_wrong_shape(trained_run, tmp_path):
+def test_reference_of_the_wrong_shape(trained_run, user_folder):
     import torch
 
+    tmp_path = user_folder
     reference = tmp_path / "saved_softmax_scores.pt"
     torch.save(torch.full((5, 6), 1 / 6), reference)
-    result = run_cli(
+    assert_run_refuses(
         "mode=eval",
         f"ckpt={trained_run / 'best_model.pt'}",
         f"eval.reference={reference}",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path / 'eval'}",
-        cwd=tmp_path,
-    )
-    assert_one_line_error(result, "5 rows", "12 images")
+    )("5 rows", "12 images")
     assert (tmp_path / "eval" / "softmax_scores.pt").is_file()  # the evaluation itself is kept

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
-from conftest import REPO, assert_one_line_error, cli_env, run_cli
+from conftest import REPO, assert_one_line_error, assert_run_refuses, cli_env, run_cli
 
 
 def imported_modules(*arguments: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -123,6 +123,19 @@ def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
         (["-m", "optimizer=sgd,adam"], ["unknown optimizer=adam", "adamw"]),
         (["mode=bogus"], ["unknown mode", "train, eval"]),
         (["mode=train"], ["data.root is not set", "experiment=demo"]),
+    ],
+)
+def test_user_mistakes_end_in_one_line(tmp_path, overrides, words):
+    """On the command line: exit 2, one `error:` line, no traceback (before and after the
+    heavy imports)."""
+    result = run_cli(*overrides, cwd=tmp_path)
+    assert_one_line_error(result, *words)
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
         (["mode=train", "data.root=/no/such/folder"], ["/no/such/folder", "does not exist"]),
         (["experiment=demo", "data.loader.batch_size=-4"], ["batch_size", ">= 1"]),
         (["experiment=demo", "optimizer.lr=-0.1"], ["optimizer.lr", "> 0"]),
@@ -134,10 +147,10 @@ def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
         ),
     ],
 )
-def test_user_mistakes_end_in_one_line(tmp_path, overrides, words):
-    result = run_cli(*overrides, cwd=tmp_path)
-    assert_one_line_error(result, *words)
-    assert result.returncode == 2
+def test_bad_values_are_one_user_error(user_folder, overrides, words):
+    """The same checks in-process (`finetune.run` raises the line the CLI prints after
+    `error:`, as test_api proves)."""
+    assert_run_refuses(*overrides)(*words)
 
 
 @pytest.mark.parametrize(
@@ -216,9 +229,10 @@ def test_sweeps_pass_the_pre_check(tmp_path, argv):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA GPU here")
-def test_gpu_requested_without_gpu(tmp_path):
-    result = run_cli("experiment=demo", "trainer.accelerator=gpu", cwd=tmp_path)
-    assert_one_line_error(result, "trainer.accelerator=gpu", "no GPU is usable here", "trainer=cpu")
+def test_gpu_requested_without_gpu(user_folder, scene_root):
+    assert_run_refuses(f"data.root={scene_root}", "model.weights=none", "trainer.accelerator=gpu")(
+        "trainer.accelerator=gpu", "no GPU is usable here", "trainer=cpu"
+    )
 
 
 def trainer_cfg(**trainer: object) -> DictConfig:

@@ -18,7 +18,7 @@ from finetune.model import ImageClassifier
 from finetune.optim import build_optimizer, build_scheduler, join_param_group
 from test_train import SCENE, net_state, same_weights, scalars, train_in_process
 
-from conftest import TINY, assert_one_line_error, make_scene_folder, run_cli, tiny_data_cfg
+from conftest import TINY, assert_run_refuses, make_scene_folder, tiny_data_cfg
 
 # One short epoch per run: one training batch, one validation batch.
 QUICK = [
@@ -273,18 +273,17 @@ def test_bad_values_are_one_line(tmp_path, scene_root, overrides, words):
     assert "\n" not in message
     for word in words:
         assert word in message
-    assert not (tmp_path / "run").exists()  # refused before any work
+    # refused before any work: the run folder holds only what Hydra writes at the start
+    assert {path.name for path in (tmp_path / "run").iterdir()} <= {".hydra", "finetune.log"}
 
 
-def test_bad_value_on_the_command_line_exits_with_one_error_line(tmp_path, scene_root):
-    result = run_cli(
+def test_bad_value_through_the_run_api_is_one_line(tmp_path, scene_root):
+    """The check also guards `finetune.run` (the command line, in-process), not only the task."""
+    assert_run_refuses(
         f"data.root={scene_root}",
         *QUICK,
         "trainer.max_epochs=1",
         "model.freeze_backbone=true",
         "model.unfreeze_at_epoch=2",
         f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    assert_one_line_error(result, "model.unfreeze_at_epoch=2", "only one")
+    )("model.unfreeze_at_epoch=2", "only one")

@@ -49,7 +49,7 @@ def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_
         "data.split.val=12",
         "model.weights=none",
         "trainer.max_epochs=1",
-        "train_eval_images=8",
+        "train_eval_images=0",
         f"analysis.imagenet_root={imagenet_root}",
         f"analysis.cifar_root={cifar_root}",
         f"hydra.sweep.dir={sweep}",

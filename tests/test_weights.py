@@ -21,7 +21,7 @@ from finetune.errors import UserError, WeightsUnavailable
 from finetune.network import build_network
 from finetune.weights import imagenet_weights_file, pretrained_state_dict
 
-from conftest import TINY, run_cli
+from conftest import TINY, run_in_process
 
 
 @dataclass
@@ -204,21 +204,21 @@ def test_planted_pickle_in_the_cache_is_refused_not_replaced(served, server, hom
     assert server.requests == {}
 
 
-def test_cli_trains_from_downloaded_weights(served, server, tmp_path):
+def test_a_run_trains_from_downloaded_weights(served, server, tmp_path, monkeypatch, scene_root):
     home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
     url = f"{server.url}/{served.name}"
-    result = run_cli(
-        "experiment=demo",
+    run_dir = tmp_path / "run"
+    run_in_process(
+        f"data.root={scene_root}",
         "model.weights=imagenet",
         f"model.weights_url={url}",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
         "train_eval_images=8",
+        f"hydra.run.dir={run_dir}",
         *TINY,
-        cwd=tmp_path,
-        torch_home=home,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert files_under(home) == [home / "hub" / "checkpoints" / served.name]
     assert server.requests == {f"/{served.name}": 1}
