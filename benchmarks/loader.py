@@ -161,7 +161,7 @@ def per_image_costs(settings: Settings, root: Path) -> list[dict[str, Any]]:
             count, reps = len(train), 1 + settings.reps
             decode = _ms_per_item(lambda i, ds=train: ds.reader(ds.items[i]), count, reps)
             train_item = _ms_per_item(lambda i, ds=train: ds[(0, i)], count, reps)
-            eval_item = _ms_per_item(lambda i, ds=val: ds[i], count, reps)
+            eval_item = _ms_per_item(lambda i, ds=val: ds[i], len(val), reps)
             rows.append(
                 {
                     "image_size": size,
