@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from finetune import run
 from finetune.checkpoint import load_checkpoint
 from finetune.data.transforms import eval_transform
 from finetune.reports.analysis_figures import spectrum_figure
@@ -60,23 +61,23 @@ def numpy_oracle(ckpt: Path, image_paths: list[Path], batch_size: int) -> dict[s
 
 
 def test_all_three_datasets_end_to_end(
-    trained_run, imagenet_root, cifar_root, torch_home, tmp_path
+    trained_run, imagenet_root, cifar_root, torch_home, tmp_path, monkeypatch
 ):
     run_dir = tmp_path / "analysis"
     ckpt = trained_run / "best_model.pt"
-    result = run_cli(
-        "mode=analyze",
-        f"ckpt={ckpt}",
-        f"analysis.imagenet_root={imagenet_root}",
-        f"analysis.cifar_root={cifar_root}",
-        "analysis.num_images=6",
-        "analysis.batch_size=4",
-        f"hydra.run.dir={run_dir}",
-        *TINY,
-        cwd=tmp_path,
-        torch_home=torch_home,
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    run(
+        [
+            "mode=analyze",
+            f"ckpt={ckpt}",
+            f"analysis.imagenet_root={imagenet_root}",
+            f"analysis.cifar_root={cifar_root}",
+            "analysis.num_images=6",
+            "analysis.batch_size=4",
+            f"hydra.run.dir={run_dir}",
+            *TINY,
+        ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((run_dir / "feature_stats.json").read_text())
     records = stats["results"]
     expected = {(model, dataset) for model in ("fine-tuned", "pretrained") for dataset in DATASETS}
@@ -130,23 +131,24 @@ def test_all_three_datasets_end_to_end(
     assert {f"analysis/spectrum/{module}" for module in MODULES} <= set(events.Tags()["images"])
 
 
-def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path):
+def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path, monkeypatch):
     """No ImageNet weights (no TORCH_HOME, no network) and no ImageNet folder given: the
     fine-tuned pairs still run."""
     run_dir = tmp_path / "analysis"
-    result = run_cli(
-        "mode=analyze",
-        f"ckpt={trained_run / 'best_model.pt'}",
-        f"analysis.cifar_root={cifar_root}",
-        "analysis.num_images=4",
-        "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
-        f"hydra.run.dir={run_dir}",
-        *QUICK[:2],  # no data.image_size: its warning (the model's own is used) is not the point
-        cwd=tmp_path,
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    run(
+        [
+            "mode=analyze",
+            f"ckpt={trained_run / 'best_model.pt'}",
+            f"analysis.cifar_root={cifar_root}",
+            "analysis.num_images=4",
+            "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
+            f"hydra.run.dir={run_dir}",
+            *QUICK[:2],  # no data.image_size: its warning (the model's own is used) is not it
+        ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    warnings = [line for line in output.splitlines() if "WARNING" in line]
+    log = (run_dir / "finetune.log").read_text()
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
     assert len(warnings) == 2, warnings
     assert any("imagenet-val" in line and "analysis.imagenet_root" in line for line in warnings)
     assert any("pretrained" in line and "ImageNet weights" in line for line in warnings)
@@ -164,23 +166,6 @@ def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path)
         assert min(record["eigenvalues"]) > -1e-9 * max(record["eigenvalues"])
 
 
-@pytest.fixture
-def compose_config():
-    """The config exactly as `python -m finetune OVERRIDES` composes it, in this process."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.api import config_dir
-
-    def compose_with(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=["mode=analyze", *overrides])
-
-    yield compose_with
-    GlobalHydra.instance().clear()
-
-
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
@@ -195,14 +180,13 @@ def compose_config():
         (("ckpt=CKPT", "analysis.modules=7"), r"analysis.modules=7 must be auto or a list"),
     ],
 )
-def test_mistakes_are_user_errors(compose_config, trained_run, overrides, pattern):
+def test_mistakes_are_user_errors(trained_run, overrides, pattern, tmp_path):
     from finetune.errors import UserError
-    from finetune.tasks import run_task
 
     ckpt = str(trained_run / "best_model.pt")
-    cfg = compose_config(*(o.replace("CKPT", ckpt) for o in overrides))
+    overrides = [o.replace("CKPT", ckpt) for o in overrides]
     with pytest.raises(UserError, match=pattern) as error:
-        run_task(cfg)
+        run(["mode=analyze", *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
     assert "\n" not in str(error.value)  # __main__ prints it as one `error:` line
 
 
@@ -218,37 +202,16 @@ def test_spectrum_plot_leaves_out_rounding_noise():
 
 @pytest.fixture
 def analyze_run(tmp_path, torch_home, monkeypatch):
-    """`python -m finetune mode=analyze OVERRIDES` in this process: the same composed config,
-    Hydra's override list and a fresh run folder per call. Returns the task's payload."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from finetune.api import config_dir
-    from finetune.tasks import run_task
-
+    """`python -m finetune mode=analyze QUICK OVERRIDES` in this process (finetune.run), a fresh
+    run folder per call. Returns its results (`run_dir` included)."""
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     runs = iter(range(100))
 
-    def run(*overrides: str) -> dict:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=["mode=analyze", *QUICK, *overrides],
-                return_hydra_config=True,
-            )
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / f"analysis{next(runs)}")
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return run_task(cfg)
+    def analyze(*overrides: str) -> dict:
+        run_dir = tmp_path / f"analysis{next(runs)}"
+        return run(["mode=analyze", *QUICK, *overrides, f"hydra.run.dir={run_dir}"])
 
-    yield run
-    GlobalHydra.instance().clear()
-    HydraConfig.instance().cfg = None
+    return analyze
 
 
 def moved_checkpoint(trained_run: Path, folder: Path) -> Path:
@@ -333,9 +296,7 @@ def test_too_few_images_are_one_line_errors(analyze_run, trained_run, imagenet_r
     assert "\n" not in str(error.value)
 
 
-def test_absent_inputs_are_skipped_with_one_warning_each(
-    analyze_run, trained_run, monkeypatch, caplog
-):
+def test_absent_inputs_are_skipped_with_one_warning_each(analyze_run, trained_run, monkeypatch):
     """Datasets not given and ImageNet weights not available: skipped, the rest runs."""
     from finetune.errors import WeightsUnavailable
     from finetune.tasks import analyze as analyze_module
@@ -353,7 +314,8 @@ def test_absent_inputs_are_skipped_with_one_warning_each(
         ("dataset", "imagenet-val"),
         ("model", "pretrained"),
     ]
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    log = (Path(payload["run_dir"]) / "finetune.log").read_text()
+    warnings = [line for line in log.splitlines() if "[WARNING]" in line]
     assert len(warnings) == 3, warnings
     assert any("analysis.imagenet_root" in w for w in warnings)
     assert any("analysis.cifar_root" in w for w in warnings)
@@ -428,20 +390,6 @@ def test_broken_inputs_fail_in_one_line(
         analyze_run(f"ckpt={trained_run / 'best_model.pt'}", *overrides)
     assert "\n" not in str(error.value)
     assert not list(tmp_path.glob("analysis*/feature_stats.json"))
-
-
-def test_planted_weights_fail_the_cli_in_one_line(trained_run, cifar_root, imagenet_root, tmp_path):
-    overrides = broken_input("planted weights", tmp_path / "broken", cifar_root, imagenet_root)
-    home = Path(overrides[0].split("=", 1)[1])
-    result = run_cli(
-        "mode=analyze",
-        f"ckpt={trained_run / 'best_model.pt'}",
-        *QUICK,
-        cwd=tmp_path,
-        torch_home=home,
-    )
-    assert result.returncode == 2
-    assert_one_line_error(result, "refusing", "resnet18-f37072fd.pth")
 
 
 def test_precision_follows_inference_precision_only(analyze_run, trained_run):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model
 
-from finetune import network, run, weights
+from finetune import network, weights
 from finetune.checkpoint import FORMAT, export_best_model, load_checkpoint
 from finetune.data.datamodule import ImageDataModule
 from finetune.errors import UserError
@@ -25,7 +25,7 @@ from finetune.io import save_torch
 from finetune.model import ImageClassifier
 from finetune.network import build_network, default_feature_modules, head_name
 
-from conftest import TINY, make_scene_folder, tiny_data_cfg
+from conftest import TINY, make_scene_folder, run_in_process, tiny_data_cfg
 
 CLASSES = ["a", "b", "c"]
 MODEL = {
@@ -302,25 +302,25 @@ def test_default_feature_modules_per_family():
 def test_a_non_resnet_trains_and_evaluates_its_best_model(scene_data, tmp_path):
     """The whole path, in this process as on the command line: train, export, evaluate."""
     run_dir = tmp_path / "run"
-    run(
-        [
-            "mode=train",
-            f"data.root={scene_data}",
-            "data.split.test=3",
-            "data.split.val=3",
-            "model.weights=none",
-            "model.arch=mobilenet_v3_small",
-            "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=2",
-            "+trainer.limit_val_batches=1",
-            "train_eval_images=0",
-            f"hydra.run.dir={run_dir}",
-            *TINY,
-        ]
+    run_in_process(
+        "mode=train",
+        f"data.root={scene_data}",
+        "data.split.test=3",
+        "data.split.val=3",
+        "model.weights=none",
+        "model.arch=mobilenet_v3_small",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "train_eval_images=0",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
     )
     best = run_dir / "best_model.pt"
     assert torch.load(best, weights_only=True)["arch"] == "mobilenet_v3_small"
-    evaluated = run(["mode=eval", f"ckpt={best}", f"hydra.run.dir={tmp_path / 'eval'}", *TINY])
+    evaluated = run_in_process(
+        "mode=eval", f"ckpt={best}", f"hydra.run.dir={tmp_path / 'eval'}", *TINY
+    )
     trained = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert evaluated["n"] == 3
     assert evaluated["acc_mean"] == pytest.approx(trained["test/acc_mean"], abs=1e-6)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune import run
 from finetune.precision import choose_numerics
 
-from conftest import REPO
+from conftest import REPO, run_in_process
 
 # 32 px images, no workers and no progress bar.
 SMALL = [
@@ -28,15 +27,13 @@ SCENE = ["data.split.test=12", "data.split.val=12", "model.weights=none", "train
 def train(tmp_path: Path, scene_root: Path, name: str, *overrides: str) -> Path:
     """`python -m finetune mode=train ...` in this process; returns its run folder."""
     run_dir = tmp_path / name
-    run(
-        [
-            "mode=train",
-            f"data.root={scene_root}",
-            *SCENE,
-            *SMALL,
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-        ]
+    run_in_process(
+        "mode=train",
+        f"data.root={scene_root}",
+        *SCENE,
+        *SMALL,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
     )
     return run_dir
 
@@ -44,7 +41,7 @@ def train(tmp_path: Path, scene_root: Path, name: str, *overrides: str) -> Path:
 def evaluate(tmp_path: Path, ckpt: Path, name: str, *overrides: str) -> Path:
     """`python -m finetune mode=eval ckpt=CKPT ...` in this process; returns its run folder."""
     run_dir = tmp_path / name
-    run(["mode=eval", f"ckpt={ckpt}", *SMALL, *overrides, f"hydra.run.dir={run_dir}"])
+    run_in_process("mode=eval", f"ckpt={ckpt}", *SMALL, *overrides, f"hydra.run.dir={run_dir}")
     return run_dir
 
 

@@ -52,6 +52,7 @@ def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_
         "train_eval_images=0",
         f"analysis.imagenet_root={imagenet_root}",
         f"analysis.cifar_root={cifar_root}",
+        "analysis.num_images=6",
         f"hydra.sweep.dir={sweep}",
         *TINY,
         cwd=cwd,
