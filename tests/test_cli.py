@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
-from conftest import REPO, assert_one_line_error, assert_run_refuses, cli_env, run_cli
+from conftest import REPO, TINY, assert_one_line_error, assert_run_refuses, cli_env, run_cli
 
 
 def imported_modules(*arguments: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -230,9 +230,14 @@ def test_sweeps_pass_the_pre_check(tmp_path, argv):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA GPU here")
 def test_gpu_requested_without_gpu(user_folder, scene_root):
-    assert_run_refuses(f"data.root={scene_root}", "model.weights=none", "trainer.accelerator=gpu")(
-        "trainer.accelerator=gpu", "no GPU is usable here", "trainer=cpu"
-    )
+    assert_run_refuses(
+        f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
+        "model.weights=none",
+        "trainer.accelerator=gpu",
+        *TINY,
+    )("trainer.accelerator=gpu", "no GPU is usable here", "trainer=cpu")
 
 
 def trainer_cfg(**trainer: object) -> DictConfig:

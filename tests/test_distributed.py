@@ -21,6 +21,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # three fresh processes (two nodes that rendezvous, then an eval)
 def test_two_nodes_validate_exactly_like_one_process(tmp_path, scene_root):
     """Node 0 and node 1 (one CPU process each, NODE_RANK, MASTER_ADDR=127.0.0.1) train one
     epoch together; the validation metrics they report for the selected epoch equal a
@@ -85,6 +86,7 @@ def test_two_nodes_validate_exactly_like_one_process(tmp_path, scene_root):
         assert val[f"val/acc/{name}"] == pytest.approx(evaluated["acc_class"][name], abs=1e-6)
 
 
+@pytest.mark.slow  # a fresh CLI process, then submitit starts one process per job
 def test_sweep_through_the_submitit_local_launcher(tmp_path, scene_root):
     """`-m hydra/launcher=local`: each job runs as a submitit job; the summary ranks both."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

@@ -12,7 +12,7 @@ from finetune.data.images import find_images
 from finetune.errors import UserError
 from test_evaluate import direct_scores, make_soft_checkpoint
 
-from conftest import run_cli
+from conftest import run_in_process
 
 
 @pytest.mark.parametrize(
@@ -20,8 +20,9 @@ from conftest import run_cli
     [[], ["trainer.precision=bf16-mixed", "trainer.benchmark=true"]],
     ids=["default", "bf16-profile"],
 )
-def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
+def test_predict_on_a_folder(profile, trained_run, scene_root, user_folder, capsys):
     """A bf16 training profile does not leak into prediction: scores stay float32."""
+    tmp_path = user_folder
     ckpt = make_soft_checkpoint(trained_run, tmp_path / "soft")
     folder = tmp_path / "new"
     (folder / "nested").mkdir(parents=True)
@@ -36,7 +37,8 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
     (folder / "broken.jpg").write_bytes(sources[0].read_bytes()[:300])  # truncated JPEG
 
     run = tmp_path / "run"
-    result = run_cli(
+    capsys.readouterr()
+    run_in_process(
         "mode=predict",
         f"ckpt={ckpt}",
         f"predict.input={folder}",
@@ -44,10 +46,10 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, tmp_path):
         "data.loader.num_workers=0",
         "trainer.enable_progress_bar=false",
         *profile,
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
+    console = capsys.readouterr()
+    output = console.out + console.err
+    assert "predictions" in output  # the console was captured
     warnings = [line for line in output.splitlines() if "[WARNING]" in line]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0], warnings
     assert "notes.txt" not in output and ".hidden" not in output and ".cache" not in output

@@ -211,6 +211,8 @@ def test_a_run_trains_from_downloaded_weights(served, server, tmp_path, monkeypa
     run_dir = tmp_path / "run"
     run_in_process(
         f"data.root={scene_root}",
+        "data.split.test=12",
+        "data.split.val=12",
         "model.weights=imagenet",
         f"model.weights_url={url}",
         "trainer.max_epochs=1",
