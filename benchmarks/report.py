@@ -287,7 +287,9 @@ def markdown(results: dict[str, Any], parity: dict[str, Any] | None = None) -> s
         *_table(["key", "value"], [[key, value] for key, value in machine.items()]),
         f"| wall time of this run (s) | {results['wall_time_s']} |",
         "",
-        f"Default numerics here: `{results['numerics']['precision']}`, channels-last "
+        "The fast setting measured here (trainer.precision=auto with cpu_bf16=true; on a CPU the "
+        "default is float32, see the parity section): "
+        f"`{results['numerics']['precision']}`, channels-last "
         f"{'on' if results['numerics']['channels_last'] else 'off'} "
         f"({results['numerics']['reason']}).",
         "",
