@@ -48,8 +48,8 @@ def test_plain(
 class TimedScorer(Scorer):
     """The scoring module of mode=eval, with the end time of every batch."""
 
-    def __init__(self, net: torch.nn.Module, device: str) -> None:
-        super().__init__(net)
+    def __init__(self, net: torch.nn.Module, device: str, precision: str) -> None:
+        super().__init__(net, precision)
         self.device_name = device
         self.stamps: list[float] = []
 
@@ -71,7 +71,7 @@ def compare_evaluation(settings: Settings, size: int, batch: int, device: str) -
 
     def score(inference: str) -> list[float]:
         cfg = OmegaConf.merge(seed_cfg, {"inference": {"precision": inference}})
-        scorer = TimedScorer(scored, device)
+        scorer = TimedScorer(scored, device, inference)
         with tempfile.TemporaryDirectory(prefix="bench-eval-") as run_dir:
             outputs, _ = run_predict(cfg, run_dir, scorer, batches)
         scores[inference] = torch.cat(outputs).float()

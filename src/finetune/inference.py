@@ -46,13 +46,14 @@ def load_model(cfg: DictConfig) -> LoadedModel:
 class Scorer(L.LightningModule):
     """A loaded network as a LightningModule whose predict step returns softmax scores.
 
-    `channels_last` (the bf16 path only) lays the network and each batch out channels-last: with
-    bf16 that doubles CPU throughput; float32 keeps the default layout, whose bits are the
-    reference that saved scores are compared with."""
+    Under bf16 (`precision` other than 32-true) the network and each batch are laid out
+    channels-last, which doubles bf16 throughput on a CPU; float32 keeps the default layout, whose
+    bits are the reference that saved scores are compared with."""
 
-    def __init__(self, net: nn.Module, channels_last: bool = False) -> None:
+    def __init__(self, net: nn.Module, precision: str) -> None:
         super().__init__()
-        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        fast = precision != "32-true"
+        self.layout = torch.channels_last if fast else torch.contiguous_format
         self.net = net.to(memory_format=self.layout)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -136,6 +137,6 @@ def softmax_scores(
     cfg: DictConfig, run_dir: Path, net: nn.Module, loader: DataLoader
 ) -> tuple[torch.Tensor, float]:
     """N x C float32 softmax scores in loader order, and the seconds they took."""
-    fast = scoring_settings(cfg)["precision"] != "32-true"
-    batches, seconds = run_predict(cfg, run_dir, Scorer(net, channels_last=fast), loader)
+    scorer = Scorer(net, scoring_settings(cfg)["precision"])
+    batches, seconds = run_predict(cfg, run_dir, scorer, loader)
     return torch.cat(batches).float(), seconds
