@@ -254,3 +254,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def quiet_trainer(**settings):
+    """A CPU lightning.Trainer for a direct fit in a test: no logger, checkpoints, progress bar or
+    model summary; `settings` (max_epochs, limit_*_batches, callbacks, ...) go to Lightning."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from finetune.io import save_torch
 from finetune.model import ImageClassifier
 from finetune.network import build_network, default_feature_modules, head_name
 
-from conftest import TINY, make_scene_folder, run_in_process, tiny_data_cfg
+from conftest import TINY, make_scene_folder, quiet_trainer, run_in_process, tiny_data_cfg
 
 CLASSES = ["a", "b", "c"]
 MODEL = {
@@ -134,15 +133,10 @@ def test_a_non_resnet_trains_and_its_checkpoints_reload_as_that_arch(
         CLASSES, MODEL | {"arch": arch} | options, SGD, {"name": "none"}, data_cfg
     )
     before = {key: value.clone() for key, value in model.net.state_dict().items()}
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 2

@@ -18,7 +18,7 @@ from finetune.model import ImageClassifier
 from finetune.optim import build_optimizer, build_scheduler, join_param_group
 from test_train import SCENE, net_state, same_weights, scalars, train_in_process
 
-from conftest import TINY, assert_run_refuses, make_scene_folder, tiny_data_cfg
+from conftest import TINY, assert_run_refuses, make_scene_folder, quiet_trainer, tiny_data_cfg
 
 # One short epoch per run: one training batch, one validation batch.
 QUICK = [
@@ -86,16 +86,11 @@ def test_head_trains_alone_then_the_backbone_joins_at_its_own_rate(tmp_path):
     )
     model = ImageClassifier(["a", "b", "c"], MODEL, SGD, {"name": "none"}, {})
     recorder = FirstStepOfEachEpoch()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=2,
         limit_train_batches=1,
         limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
         callbacks=[StagedUnfreezing(MODEL["unfreeze_at_epoch"]), recorder],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=data)
     head, backbone = {"fc.weight", "fc.bias"}, {"conv1.weight", "bn1.weight", "layer4.1.bn2.bias"}

@@ -4,7 +4,6 @@ any other name."""
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -16,7 +15,7 @@ from finetune.errors import UserError
 from finetune.model import ImageClassifier
 from finetune.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 
-from conftest import make_scene_folder, tiny_data_cfg
+from conftest import make_scene_folder, quiet_trainer, tiny_data_cfg
 
 MODEL = {
     "arch": "resnet18",
@@ -47,15 +46,10 @@ def test_frozen_backbone_is_bit_identical_after_training_and_the_head_learns(tmp
     )
     model = classifier()
     before = {key: value.clone() for key, value in model.net.state_dict().items()}
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=2,  # epoch 2 starts after a validation pass: train mode is set again
         limit_train_batches=2,
         limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 4
