@@ -207,6 +207,7 @@ def test_cifar_pickle_that_runs_code_is_refused(tmp_path):
 
 
 def test_imagenet_folder_listing(imagenet_root, tmp_path):
+    imagenet_root = shutil.copytree(imagenet_root, tmp_path / "imagenet")  # the shared one stays
     (imagenet_root / ".hidden.JPEG").write_bytes(b"x")
     (imagenet_root / "readme.txt").write_text("x")
     items, labels = imagenet_items(imagenet_root)
