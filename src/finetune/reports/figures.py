@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -14,7 +13,8 @@ FIGURES = "figures"
 class FigureSink:
     """Writes each figure as <run_dir>/figures/<name>.png and under `tag` in TensorBoard.
 
-    The figure is rendered once: TensorBoard receives the pixels of the PNG just written.
+    The figure is rendered and encoded once: TensorBoard receives the bytes of the PNG just
+    written (an image summary holds an encoded image), not pixels to decode and encode again.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -25,10 +25,17 @@ class FigureSink:
         self.paths: list[Path] = []
 
     def write(self, name: str, tag: str, figure: Figure) -> Path:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         path = save_figure(self.folder / f"{name}.png", figure)
-        with Image.open(path) as png:
-            pixels = np.asarray(png.convert("RGB"))
-        self.writer.add_image(tag, pixels, global_step=0, dataformats="HWC")
+        with Image.open(path) as png:  # reads the header only
+            width, height = png.size
+            channels = len(png.getbands())
+        image = Summary.Image(
+            height=height, width=width, colorspace=channels, encoded_image_string=path.read_bytes()
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self.writer.file_writer.add_summary(summary, global_step=0)
         self.paths.append(path)
         return path
 
