@@ -35,8 +35,8 @@ eval: $(STAMP)  ## evaluate the newest run's best_model.pt (or CKPT=...)
 analyze: $(STAMP)  ## feature-map statistics of the newest run's model (or CKPT=...)
 	$(PY) -m finetune mode=analyze ckpt=$(CKPT) $(ARGS)
 
-test: $(STAMP)  ## run the test suite (the few `slow` tests left out)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test: $(STAMP)  ## run the test suite (the few `slow` tests left out), one worker per CPU core
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadscope $(ARGS)
 
 test-slow: $(STAMP)  ## run only the slow tests (minutes each)
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -11,6 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Under pytest-xdist (`make test`: one worker per core) each worker, and every process it starts,
+# computes with one thread: two workers with two torch threads each would fight over two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SCENE_CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
 # Tiny images and crops keep every CLI test to seconds on two CPU cores.
