@@ -68,6 +68,27 @@ def test_help_and_command_line_errors_import_neither_torch_nor_lightning(tmp_pat
     assert not {"torch", "lightning", "torchvision"} & modules
 
 
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["optimizer.lr=-1", "experiment=demo"], ["optimizer.lr=-1 must be a number > 0"]),
+        (["data.loader.batch_size=0", "experiment=demo"], ["data.loader.batch_size=0", ">= 1"]),
+        (["optimizer.name=adam", "experiment=demo"], ["optimizer.name='adam'", "sgd, adamw"]),
+        # the whole default config passes validation first (trainer.precision=auto included)
+        (["mode=eval"], ["ckpt is not set: add ckpt=path/to/best_model.pt (mode=eval)"]),
+    ],
+    ids=["lr", "batch-size", "optimizer-name", "no-ckpt"],
+)
+def test_config_mistakes_answer_before_torch_and_lightning(tmp_path, arguments, words):
+    """A value mistake or a missing ckpt is said before the task imports torch and Lightning
+    (5 s): the one `error:` line comes in about half a second."""
+    result, modules = imported_modules(*arguments, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert_one_line_error(result, *words)
+    assert "hydra" in modules, result.stderr[-3000:]
+    assert not {"torch", "lightning", "torchvision"} & modules
+
+
 def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
     """--help: what the package does, the modes and what each needs, the commands people type
     most, the demo, the README and --cfg job; then the config groups; the config last."""

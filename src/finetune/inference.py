@@ -1,6 +1,7 @@
 """The one inference path of eval, predict, analyze and export.
 
-- `load_model`: the model named by `ckpt=` (the one "ckpt is not set" answer).
+- `load_model`: the model named by `ckpt=` (an unset ckpt is refused before the imports, by
+  finetune.validate.check_ckpt).
 - the data it is evaluated on: finetune.evaluation_data (evaluation_split).
 - `run_predict` / `softmax_scores`: Lightning's predict loop on one device under the settings
   that make scores reproduce (`inference.precision`), whatever the training profile says.
@@ -20,7 +21,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from finetune.checkpoint import LoadedModel, load_checkpoint
-from finetune.errors import UserError
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ PREDICTIONS_CSV = "predictions.csv"  # eval's and predict's scores, one row per 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
     """The model named by `ckpt=`, rebuilt from the checkpoint's own metadata."""
-    if not cfg.ckpt:
-        raise UserError(f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})")
     loaded = load_checkpoint(cfg.ckpt)
     log.info(
         "loaded %s: %d classes (%s), %d px",

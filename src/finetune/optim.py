@@ -1,30 +1,65 @@
 """The optimizers and learning-rate schedules, each defined once by name (the options of the
 optimizer and scheduler config groups): the model builds from these registries and the config
-check refuses any other name, so no name falls through to a default."""
+check refuses any other name, so no name falls through to a default.
+
+Each builder imports torch when it is called, not this module: the config check reads the
+registries' names without the 2 s import of torch, so a mistyped name or value answers at once.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR
+from typing import TYPE_CHECKING, Any
 
 from finetune.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+
 ParamGroups = list[dict[str, Any]]
+
+
+def _sgd(groups: ParamGroups, settings: dict[str, Any]) -> Optimizer:
+    from torch.optim import SGD
+
+    return SGD(groups, **settings)
+
+
+def _adamw(groups: ParamGroups, settings: dict[str, Any]) -> Optimizer:
+    from torch.optim import AdamW
+
+    return AdamW(groups, **settings | {"betas": tuple(settings["betas"])})  # a list in YAML
+
+
+def _constant(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> None:
+    return None
+
+
+def _cosine(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> LRScheduler:
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    return CosineAnnealingLR(optimizer, epochs, **settings)
+
+
+def _step(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> LRScheduler:
+    from torch.optim.lr_scheduler import StepLR
+
+    return StepLR(optimizer, **settings)
+
+
 # (param groups, the optimizer group's settings less name and backbone_lr_mult) -> optimizer
 OPTIMIZERS: dict[str, Callable[[ParamGroups, dict[str, Any]], Optimizer]] = {
-    "sgd": lambda groups, settings: torch.optim.SGD(groups, **settings),
-    "adamw": lambda groups, settings: torch.optim.AdamW(
-        groups, **settings | {"betas": tuple(settings["betas"])}
-    ),
+    "sgd": _sgd,
+    "adamw": _adamw,
 }
 # (optimizer, the scheduler group's settings less name, trainer.max_epochs) -> scheduler,
 # stepped once per epoch; None: a constant learning rate
 SCHEDULERS: dict[str, Callable[[Optimizer, dict[str, Any], int], LRScheduler | None]] = {
-    "none": lambda optimizer, settings, epochs: None,
-    "cosine": lambda optimizer, settings, epochs: CosineAnnealingLR(optimizer, epochs, **settings),
-    "step": lambda optimizer, settings, epochs: StepLR(optimizer, **settings),
+    "none": _constant,
+    "cosine": _cosine,
+    "step": _step,
 }
 
 

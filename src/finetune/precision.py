@@ -9,13 +9,16 @@ bf16 keeps float32's accuracy, float32 elsewhere.
 
 `trainer.precision=auto` and `model.channels_last=auto` ask for that choice; any explicit value
 (`trainer.precision=bf16-mixed`, `model.channels_last=false`) always wins.
+
+torch and Lightning are imported where the choice is made, not with this module: the config
+check reads `AUTO` and, for a precision other than auto, Lightning's list, and a mistyped value
+answers before those imports.
 """
 
 import logging
 from dataclasses import dataclass
 from typing import Any, get_args
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ def trainer_precisions() -> tuple[str, ...]:
 
 def cpu_bf16() -> str | None:
     """The CPU feature that computes bfloat16 natively (AMX, AVX512-BF16), or None."""
+    import torch
+
     if torch.cpu._is_amx_tile_supported():
         return "AMX"
     if torch.cpu._is_avx512_bf16_supported():
@@ -60,6 +65,8 @@ def cpu_bf16() -> str | None:
 
 def _device_kind(accelerator: str) -> str:
     """cuda, cpu or other, as Lightning will resolve trainer.accelerator."""
+    import torch
+
     if accelerator in ("gpu", "cuda"):
         return "cuda"
     if accelerator == AUTO:
@@ -69,6 +76,8 @@ def _device_kind(accelerator: str) -> str:
 
 def _native_bf16(device: str) -> tuple[bool, str]:
     """Whether `device` computes bfloat16 natively, and the reason in words."""
+    import torch
+
     if device == "cuda":
         if not torch.cuda.is_available():
             return False, "no CUDA GPU is visible"

@@ -6,9 +6,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.data.kinds import check_kind
 from finetune.errors import UserError
+from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name
+from finetune.precision import AUTO, trainer_precisions
 
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
 EXPORT_FORMATS = ("onnx", "torchscript")
+CKPT_MODES = ("eval", "analyze", "predict", "export")  # the modes that load a model from `ckpt`
 
 
 def _require(ok: bool, message: str) -> None:
@@ -51,7 +54,17 @@ def _check_fine_tuning(cfg: DictConfig) -> None:
     )
 
 
+def check_ckpt(cfg: DictConfig) -> None:
+    """A mode that loads a model needs `ckpt`: said before the task imports torch (5 s)."""
+    _require(
+        cfg.mode not in CKPT_MODES or bool(cfg.ckpt),
+        f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})",
+    )
+
+
 def validate_config(cfg: DictConfig) -> None:
+    """Every value Hydra cannot check by type, in one pass, with no torch or Lightning import
+    (except for a trainer.precision other than auto, checked against Lightning's own list)."""
     if cfg.mode == "train" and OmegaConf.is_missing(cfg.data, "root"):
         raise UserError(
             "data.root is not set: add data.root=/path/to/class/folders to the command "
@@ -71,8 +84,6 @@ def validate_config(cfg: DictConfig) -> None:
     )
     lr = cfg.optimizer.lr
     _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a number > 0")
-    from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name  # torch: not on --help's path
-
     known_name("optimizer", cfg.optimizer.name, OPTIMIZERS)
     known_name("scheduler", cfg.scheduler.name, SCHEDULERS)
     _check_fine_tuning(cfg)
@@ -109,13 +120,12 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.export.format in EXPORT_FORMATS,
         f"export.format={cfg.export.format!r}: use {' or '.join(EXPORT_FORMATS)}",
     )
-    from finetune.precision import AUTO, trainer_precisions  # torch: not on the --help path
-
-    accepted = trainer_precisions()
-    _require(
-        str(cfg.trainer.precision) in accepted,
-        f"trainer.precision={cfg.trainer.precision!r}: use {', '.join(accepted)}",
-    )
+    if str(cfg.trainer.precision) != AUTO:  # Lightning's list imports lightning.fabric (4 s)
+        accepted = trainer_precisions()
+        _require(
+            str(cfg.trainer.precision) in accepted,
+            f"trainer.precision={cfg.trainer.precision!r}: use {', '.join(accepted)}",
+        )
     layout = cfg.model.channels_last
     _require(
         isinstance(layout, bool) or layout == AUTO,

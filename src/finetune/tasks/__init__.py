@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from finetune.errors import UserError
-from finetune.validate import validate_config
+from finetune.validate import check_ckpt, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +147,21 @@ def run_folder() -> Path:
 
 
 def _task(mode: str) -> Callable[[DictConfig], dict]:
-    if mode not in TASKS:
-        raise UserError(f"unknown mode={mode!r}: choose one of {', '.join(TASKS)}")
     module, name = TASKS[mode].split(":")
     return getattr(import_module(module), name)
 
 
 def run_task(cfg: DictConfig) -> dict:
-    """Check the config, then run the task it names, turning library errors into one line."""
-    task = _task(cfg.mode)  # the one list of modes: TASKS (importing it imports Lightning)
-    quiet_console()
+    """Check the config, then run the task it names, turning library errors into one line.
+
+    The checks come before the task's import (torch and Lightning, 5 s): a mistyped value or a
+    missing ckpt answers in a second."""
+    if cfg.mode not in TASKS:  # the one list of modes
+        raise UserError(f"unknown mode={cfg.mode!r}: choose one of {', '.join(TASKS)}")
     validate_config(cfg)
+    check_ckpt(cfg)
+    task = _task(cfg.mode)
+    quiet_console()  # after the import: importing Lightning adds the console handler it removes
     log.info("config (resolved):\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
     if HydraConfig.initialized():
         run_dir = HydraConfig.get().runtime.output_dir
