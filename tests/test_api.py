@@ -1,6 +1,7 @@
 """`from finetune import run`: the command line as a function, for notebooks."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,26 +64,17 @@ def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
 
 
 def test_run_from_a_non_editable_install(tmp_path):
-    """A wheel installed into a plain folder (the configs ship inside it) runs `run` from
-    anywhere; the editable checkout is not on the path."""
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheel_dir),
-            str(REPO),
-        ],
-        check=True,
-        timeout=300,
-    )
-    wheel = next(wheel_dir.glob("finetune-*.whl"))
+    """`pip install .` into a plain folder (pip builds the wheel, the configs ship inside it)
+    runs `run` from anywhere; the editable checkout is not on the path. pip builds in the
+    source folder (build/, *.egg-info): it builds a copy, so that test processes running side
+    by side (pytest-xdist; test_cli.py installs the checkout too) never share a build folder."""
+    source, target = tmp_path / "source", tmp_path / "site"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    unbuilt = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("src", "conf"):
+        shutil.copytree(REPO / folder, source / folder, ignore=unbuilt)
     subprocess.run(
         [
             sys.executable,
@@ -90,12 +82,14 @@ def test_run_from_a_non_editable_install(tmp_path):
             "pip",
             "install",
             "--no-deps",
+            "--no-build-isolation",
             "-q",
             "--target",
             str(target),
-            str(wheel),
+            str(source),
         ],
         check=True,
+        capture_output=True,
         timeout=300,
     )
     script = (

@@ -1,7 +1,12 @@
 """The whole report from one command (issue 13): `-m experiment=report` on tiny data trains two
 learning rates, then evaluates the winner, checks that its scores reproduce, analyses it, and
 writes report.md and report.html; mode=report on that folder redoes nothing. Every number the
-report shows is read back from report.md and compared with the runs' own files."""
+report shows is read back from report.md and compared with the runs' own files.
+
+The content checks run on a finished sweep built in this process (`report_sweep`: the two
+trainings through finetune.run, then mode=report, whose three steps run as the real subprocesses
+a user gets, once per session). The one `-m experiment=report` command (a sweep process, then its
+three step processes) and the browser test that reads its report.html are `slow`."""
 
 import base64
 import csv
@@ -18,8 +23,9 @@ from omegaconf import OmegaConf
 
 from finetune import run
 from finetune.errors import UserError
+from finetune.reports.report_inputs import STEP_RECORD
 
-from conftest import REPO, TINY, assert_one_line_error, cli_env, run_cli
+from conftest import REPO, TINY, assert_one_line_error, cli_env, run_cli, run_in_process
 
 LRS = ("0.05", "0.01")
 SECTIONS = [
@@ -33,28 +39,70 @@ SECTIONS = [
     "Against the original report",
     "Time and hardware",
 ]
+STEPS = {"eval": "metrics.json", "reproduce": "reproduction.json", "analyze": "feature_stats.json"}
+# What each training of the sweep is given besides its learning rate: one epoch, 32 px.
+TRAINING = [
+    "data.split.test=12",
+    "data.split.val=12",
+    "model.weights=none",
+    "trainer.max_epochs=1",
+    "train_eval_images=0",
+    *TINY,
+]
+
+
+def analysis_settings(imagenet_root: Path, cifar_root: Path) -> list[str]:
+    return [
+        f"analysis.imagenet_root={imagenet_root}",
+        f"analysis.cifar_root={cifar_root}",
+        "analysis.num_images=6",
+    ]
 
 
 @pytest.fixture(scope="session")
 def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_home):
+    """A finished sweep of experiment=report built in this process: the two LRs trained through
+    finetune.run into the job folders a `-m` sweep makes (<sweep>/0, <sweep>/1), then
+    `mode=report sweep=<sweep>` with the tiny settings given as a user gives them (its steps get
+    them passed on). Returns the sweep folder and the report call's run folder."""
+    base = tmp_path_factory.mktemp("report")
+    sweep, report_run = base / "sweep", base / "report-run"
+    with pytest.MonkeyPatch.context() as patch:  # what run_cli gives a subprocess
+        patch.chdir(base)
+        patch.setenv("TORCH_HOME", str(torch_home))  # the steps inherit it: analyze's pretrained
+        patch.setenv("FINETUNE_CACHE", str(base / "cache"))
+        patch.delenv("HYDRA_FULL_ERROR", raising=False)
+        for job, lr in enumerate(LRS):
+            run_in_process(
+                "experiment=report",
+                f"optimizer.lr={lr}",
+                f"data.root={scene_root}",
+                *TRAINING,
+                f"hydra.run.dir={sweep / str(job)}",
+            )
+        run_in_process(
+            "mode=report",
+            f"sweep={sweep}",
+            *analysis_settings(imagenet_root, cifar_root),
+            *TINY,
+            f"hydra.run.dir={report_run}",
+        )
+    return sweep, report_run
+
+
+@pytest.fixture(scope="session")
+def one_command_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_home):
     """One `-m experiment=report` sweep, its LR grid replaced by two LRs, one epoch, 32 px."""
-    cwd = tmp_path_factory.mktemp("report")
+    cwd = tmp_path_factory.mktemp("report-command")
     sweep = cwd / "sweep"
     result = run_cli(
         "-m",
         "experiment=report",
         f"optimizer.lr={','.join(LRS)}",
         f"data.root={scene_root}",
-        "data.split.test=12",
-        "data.split.val=12",
-        "model.weights=none",
-        "trainer.max_epochs=1",
-        "train_eval_images=0",
-        f"analysis.imagenet_root={imagenet_root}",
-        f"analysis.cifar_root={cifar_root}",
-        "analysis.num_images=6",
+        *TRAINING,
+        *analysis_settings(imagenet_root, cifar_root),
         f"hydra.sweep.dir={sweep}",
-        *TINY,
         cwd=cwd,
         torch_home=torch_home,
         timeout=900,  # two trainings and three steps, each a process: ~1 min on 2 free cores
@@ -88,20 +136,45 @@ def close(cell: str, value: float, digits: int) -> bool:
     return float(cell) == pytest.approx(round(value, digits), abs=10 ** -(digits + 1))
 
 
-def test_one_command_trains_the_grid_then_runs_every_step(report_sweep):
-    sweep, output = report_sweep
+@pytest.mark.slow  # the sweep process, then its three step processes
+def test_one_command_trains_the_grid_then_runs_every_step(one_command_sweep):
+    sweep, output = one_command_sweep
     jobs = sorted(p.parent.name for p in sweep.glob("*/.hydra"))
     assert jobs == ["0", "1"]  # the command line's two LRs replaced the experiment's grid
     lrs = [OmegaConf.load(sweep / job / ".hydra/config.yaml").optimizer.lr for job in jobs]
     assert lrs == [float(lr) for lr in LRS]
     config = OmegaConf.load(sweep / "0/.hydra/config.yaml")
     assert (config.optimizer.momentum, config.trainer.max_epochs) == (0.9, 1)
-    for step, done in [("eval", "metrics.json"), ("reproduce", "reproduction.json"),
-                       ("analyze", "feature_stats.json")]:  # fmt: skip
+    for step, done in STEPS.items():
         assert (sweep / "report" / step / done).is_file(), step
         assert f"] {step}: done in" in output
     for k, step in enumerate(["eval", "reproduce", "analyze", "report"], start=1):
         assert f"[{k}/4] {step} ..." in output
+    assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
+
+
+def test_mode_report_runs_every_step_with_the_settings_it_was_given(
+    report_sweep, imagenet_root, cifar_root
+):
+    """Each step ran as its own `python -m finetune` with the report call's settings (TINY and
+    the analysis roots) and its own (mode, checkpoint, split, folder); not `sweep=`."""
+    sweep, report_run = report_sweep
+    given = [*analysis_settings(imagenet_root, cifar_root), *TINY]
+    for step, done in STEPS.items():
+        folder = sweep / "report" / step
+        assert (folder / done).is_file(), step
+        command = json.loads((folder / STEP_RECORD).read_text())["command"]
+        assert command[: len(given)] == given, command
+        assert f"ckpt={sweep}/" in " ".join(command) and "split=test" in command
+        assert not any(item.startswith(("sweep=", "mode=report")) for item in command), command
+        assert (folder / "finetune.log").is_file()
+    analysed = OmegaConf.load(sweep / "report/analyze/.hydra/config.yaml")
+    assert (analysed.analysis.num_images, analysed.data.image_size) == (6, 32)
+    log = (report_run / "finetune.log").read_text()
+    for k, step in enumerate(["eval", "reproduce", "analyze", "report"], start=1):
+        assert f"[{k}/4] {step} ..." in log
+    for step in STEPS:
+        assert f"] {step}: done in" in log
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
 
 
@@ -247,8 +320,7 @@ def test_a_step_run_again_writes_a_new_report_beside_and_says_a_mismatch(report_
     assert "FAILED: 1 rows differ" in (sweep / "report-2.md").read_text()
 
 
-def test_what_is_not_a_finished_sweep_is_one_line(report_sweep, tmp_path):
-    sweep, _ = report_sweep
+def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     failed = tmp_path / "failed"
     for job in ("0", "1"):
         (failed / job / ".hydra").mkdir(parents=True)  # jobs that never wrote metrics.json
@@ -256,7 +328,7 @@ def test_what_is_not_a_finished_sweep_is_one_line(report_sweep, tmp_path):
         ([], "mode=report needs the sweep folder"),
         ([f"sweep={tmp_path / 'nowhere'}"], "does not exist"),
         ([f"sweep={tmp_path}"], "not a sweep folder"),
-        ([f"sweep={sweep / '0'}"], "is a single run"),
+        ([f"sweep={trained_run}"], "is a single run"),
         ([f"sweep={failed}"], "no run of sweep .* has a monitored value \\(2 of 2 failed"),
     ]
     for k, (overrides, message) in enumerate(cases):
@@ -267,11 +339,11 @@ def test_what_is_not_a_finished_sweep_is_one_line(report_sweep, tmp_path):
     assert_one_line_error(result, "no run of sweep", "finetune.log")
 
 
-@pytest.mark.slow
-def test_report_html_in_a_real_headless_browser(report_sweep, tmp_path):
+@pytest.mark.slow  # the report of the one-command sweep, then chromium
+def test_report_html_in_a_real_headless_browser(one_command_sweep, tmp_path):
     """Debian's chromium renders report.html offline: a full-page screenshot that is not blank."""
     chromium = shutil.which("chromium") or pytest.skip("needs chromium (apt-get install chromium)")
-    sweep, _ = report_sweep
+    sweep, _ = one_command_sweep
     shot = tmp_path / "report.png"
     subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -1,5 +1,9 @@
 """mode=train the way a user runs it: the run folder, TensorBoard tags, model selection,
-ImageNet weights from the cache, the LR sweep, DDP and resuming."""
+ImageNet weights from the cache, the LR sweep, DDP and resuming.
+
+The DDP command line is `slow` (Lightning starts the second process by running the command
+again); what trainer=ddp means (the strategy, two ranks, each training on half of the images,
+validation equal to one process) is proven in this process and stays fast."""
 
 import json
 import os
@@ -8,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,6 +29,12 @@ from conftest import (
 )
 
 SCENE = ["data.split.test=12", "data.split.val=12", "model.weights=none", "optimizer.lr=0.05"]
+DDP_ON_CPU = [
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.precision=32-true",
+]
 
 
 def train_in_process(run_dir: Path, *overrides: str) -> dict:
@@ -132,11 +143,16 @@ def test_missing_imagenet_weights_is_one_line(tmp_path, scene_root):
     assert_one_line_error(result, "resnet18-f37072fd.pth", "model.weights=none")
 
 
-def test_sweep_ranks_runs_and_copies_the_winner(tmp_path, scene_root, torch_home):
+def test_sweep_ranks_runs_and_copies_the_winner_and_outlives_a_failed_run(
+    tmp_path, scene_root, torch_home
+):
+    """One `-m` sweep over two good learning rates and -1: the two runs are ranked and the
+    winner's best_model.pt copied; the run that stopped with a user error did not end the sweep,
+    is listed as failed, and the sweep exits 2 with its error line and the sweep's own."""
     sweep_dir = tmp_path / "sweep"
     result = run_cli(
         "-m",
-        "optimizer.lr=0.05,0.00001",
+        "optimizer.lr=0.05,0.00001,-1",
         f"data.root={scene_root}",
         "data.split.test=12",
         "data.split.val=12",
@@ -148,19 +164,26 @@ def test_sweep_ranks_runs_and_copies_the_winner(tmp_path, scene_root, torch_home
         cwd=tmp_path,
         torch_home=torch_home,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == "error: optimizer.lr=-1 must be a number > 0"
+    assert "1 of 3 runs failed (run 2)" in errors[1] and len(errors) == 2, errors
     values = {
         run: json.loads((sweep_dir / run / "metrics.json").read_text())["monitor"]["value"]
         for run in ("0", "1")
     }
-    winner = max(values, key=values.get)
+    winner, other = sorted(values, key=values.get, reverse=True)
     summary = (sweep_dir / "sweep_summary.csv").read_text().splitlines()
     assert summary[0].startswith("rank,run,status,overrides,monitor,value")
-    assert summary[1].startswith(f"1,{winner},ok,")
+    assert summary[1].startswith(f"1,{winner},ok,") and summary[2].startswith(f"2,{other},ok,")
+    assert summary[3].startswith(",2,failed,") and len(summary) == 4
     assert "optimizer.lr" in (sweep_dir / "sweep_summary.md").read_text()
     assert (sweep_dir / "best_model.pt").read_bytes() == (
         sweep_dir / winner / "best_model.pt"
     ).read_bytes()
+    assert not (sweep_dir / "2" / "metrics.json").exists()
+    assert "optimizer.lr=-1 must be a number > 0" in (sweep_dir / "2" / "finetune.log").read_text()
 
 
 def test_ddp_validation_equals_single_process(tmp_path, scene_root):
@@ -205,14 +228,55 @@ def test_ddp_validation_equals_single_process(tmp_path, scene_root):
         assert results[2][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
 
 
+def test_ddp_config_is_two_processes_that_each_train_on_half(tmp_path, scene_root):
+    """trainer=ddp on CPU, without starting the second process: Lightning's DDP strategy over
+    two processes, the second started by running the command again, Lightning's padding
+    sampler off; the data module gives each rank a disjoint half of the 36 training images
+    (18: 2 batches of 8, where one process takes 36 // 8 = 4)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+    from omegaconf import OmegaConf
+
+    from finetune.api import config_dir
+    from finetune.data.datamodule import ImageDataModule
+    from finetune.trainer import build_trainer
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                "config", overrides=[*DDP_ON_CPU, f"data.root={scene_root}", *SCENE, *TINY]
+            )
+    finally:
+        GlobalHydra.instance().clear()
+    trainer = build_trainer(cfg, tmp_path)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+    assert (trainer.world_size, trainer.num_devices) == (2, 2)
+    assert cfg.trainer.use_distributed_sampler is False  # the data module shards, unpadded
+
+    datamodule = ImageDataModule(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed)
+    datamodule.setup("fit")
+    assert len(datamodule.datasets["train"]) == 36
+    shards = []
+    for world, rank in ((1, 0), (2, 0), (2, 1)):  # what rank `rank` of `world` processes gets
+        datamodule.trainer = SimpleNamespace(world_size=world, global_rank=rank, num_devices=world)
+        loader = datamodule.train_dataloader()
+        assert len(loader) == 36 // 8 // world
+        shards.append({index for _, index in loader.sampler})
+    alone, first, second = shards
+    assert len(first) == len(second) == 18 and first.isdisjoint(second)
+    assert first | second == alone == set(range(36))
+
+
+@pytest.mark.slow  # two fresh processes: Lightning runs the command again for rank 1
 def test_ddp_cli_run_on_cpu(tmp_path, scene_root):
     run_dir = tmp_path / "run"
     result = run_cli(
         "mode=train",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
+        *DDP_ON_CPU,
         f"data.root={scene_root}",
         *SCENE,
         "trainer.max_epochs=1",
