@@ -227,22 +227,63 @@ def records_of(payload: dict, dataset: str) -> dict[tuple[str, str], dict]:
     return {(r["model"], r["module"]): r for r in payload["results"] if r["dataset"] == dataset}
 
 
-def test_data_root_relocates_the_checkpoint_split(analyze_run, trained_run, scene_root, tmp_path):
-    """Moved data: one-line error naming data.root; data.root= alone = the same split, moved."""
+def analyze_once(run_dir: Path, torch_home: Path, *overrides: str) -> dict:
+    """One `mode=analyze QUICK OVERRIDES` run for a module-scoped fixture (no monkeypatch
+    there): TORCH_HOME holds the stand-in ImageNet weights while it runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(torch_home))
+        return run(["mode=analyze", *QUICK, *overrides, f"hydra.run.dir={run_dir}"])
+
+
+@pytest.fixture(scope="module")
+def quick_analysis(trained_run, torch_home, tmp_path_factory) -> dict:
+    """The trained checkpoint analysed with the QUICK settings and nothing else: the numbers the
+    relocated and the other-precision runs are compared with. Read only."""
+    run_dir = tmp_path_factory.mktemp("quick_analysis") / "run"
+    return analyze_once(run_dir, torch_home, f"ckpt={trained_run / 'best_model.pt'}")
+
+
+@pytest.fixture(scope="module")
+def moved_ckpt(trained_run, tmp_path_factory) -> Path:
+    return moved_checkpoint(trained_run, tmp_path_factory.mktemp("moved"))
+
+
+@pytest.fixture(scope="module")
+def moved_scenes(scene_root, tmp_path_factory) -> Path:
+    """The scene data, copied to a new place (where moved_ckpt's data went)."""
     import shutil
 
+    return shutil.copytree(scene_root, tmp_path_factory.mktemp("relocated") / "moved-scenes")
+
+
+@pytest.fixture(scope="module")
+def relocated_analysis(moved_ckpt, moved_scenes, torch_home, tmp_path_factory) -> dict:
+    """moved_ckpt analysed with data.root=moved_scenes, under trainer.precision=bf16-mixed: a
+    training setting analyze ignores, so this one run must give exactly quick_analysis's
+    numbers on both counts (the data found again, the precision not taken). Read only."""
+    return analyze_once(
+        tmp_path_factory.mktemp("relocated_analysis") / "run",
+        torch_home,
+        f"ckpt={moved_ckpt}",
+        f"data.root={moved_scenes}",
+        "trainer.precision=bf16-mixed",
+    )
+
+
+def test_data_root_relocates_the_checkpoint_split(
+    analyze_run, trained_run, moved_ckpt, moved_scenes, relocated_analysis, quick_analysis, tmp_path
+):
+    """Moved data: one-line error naming data.root; data.root= (relocated_analysis) = the same
+    split, moved; data.source=config = a fresh split of other data."""
     from finetune.errors import UserError
 
-    ckpt = moved_checkpoint(trained_run, tmp_path / "ckpt")
     with pytest.raises(UserError, match=r"does not exist.*data\.root=") as error:
-        analyze_run(f"ckpt={ckpt}")
+        analyze_run(f"ckpt={moved_ckpt}")
     assert "\n" not in str(error.value)
 
-    moved = shutil.copytree(scene_root, tmp_path / "moved-scenes")
-    relocated = analyze_run(f"ckpt={ckpt}", f"data.root={moved}")
-    original = analyze_run(f"ckpt={trained_run / 'best_model.pt'}")
+    relocated, original = relocated_analysis, quick_analysis
     own = relocated["datasets"]["scenes-test"]
-    assert own["root"] == str(moved) and own["manifest"] == str(trained_run / "split.csv")
+    assert own["root"] == str(moved_scenes) and own["manifest"] == str(trained_run / "split.csv")
     with (trained_run / "split.csv").open() as handle:
         test_items = {row["path"] for row in csv.DictReader(handle) if row["split"] == "test"}
     assert len(own["images"]) == 4 and set(own["images"]) <= test_items
@@ -252,7 +293,7 @@ def test_data_root_relocates_the_checkpoint_split(analyze_run, trained_run, scen
     # data.source=config analyses the configured data: a fresh split of it, no manifest
     other = make_scene_folder(tmp_path / "other-scenes", per_class=4, seed=3)
     fresh = analyze_run(
-        f"ckpt={ckpt}",
+        f"ckpt={moved_ckpt}",
         f"data.root={other}",
         "data.source=config",
         "data.split.test=6",
@@ -263,9 +304,8 @@ def test_data_root_relocates_the_checkpoint_split(analyze_run, trained_run, scen
     assert records_of(fresh, "scenes-test") != records_of(original, "scenes-test")
 
 
-def test_moved_data_ends_in_one_line_on_the_cli(trained_run, tmp_path):
-    ckpt = moved_checkpoint(trained_run, tmp_path / "ckpt")
-    result = run_cli("mode=analyze", f"ckpt={ckpt}", *QUICK, cwd=tmp_path)
+def test_moved_data_ends_in_one_line_on_the_cli(moved_ckpt, tmp_path):
+    result = run_cli("mode=analyze", f"ckpt={moved_ckpt}", *QUICK, cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "does not exist", "data.root=")
 
@@ -392,16 +432,17 @@ def test_broken_inputs_fail_in_one_line(
     assert not list(tmp_path.glob("analysis*/feature_stats.json"))
 
 
-def test_precision_follows_inference_precision_only(analyze_run, trained_run):
-    """trainer.precision does not change the analysis; inference.precision=bf16-mixed does
-    (autocast), with the statistics still accumulated in float64."""
-    ckpt = f"ckpt={trained_run / 'best_model.pt'}"
-    default = analyze_run(ckpt)
-    trainer_bf16 = analyze_run(ckpt, "trainer.precision=bf16-mixed")
+def test_precision_follows_inference_precision_only(
+    analyze_run, trained_run, quick_analysis, relocated_analysis
+):
+    """trainer.precision does not change the analysis (relocated_analysis ran with
+    trainer.precision=bf16-mixed); inference.precision=bf16-mixed does (autocast), with the
+    statistics still accumulated in float64."""
+    default, trainer_bf16 = quick_analysis, relocated_analysis
     assert default["precision"] == trainer_bf16["precision"] == "32-true"
     assert trainer_bf16["results"] == default["results"]
 
-    bf16 = analyze_run(ckpt, "inference.precision=bf16-mixed")
+    bf16 = analyze_run(f"ckpt={trained_run / 'best_model.pt'}", "inference.precision=bf16-mixed")
     assert bf16["precision"] == "bf16-mixed"
     for float32, mixed in zip(default["results"], bf16["results"], strict=True):
         assert mixed["eigenvalues"] != float32["eigenvalues"]  # autocast really ran

@@ -111,10 +111,11 @@ def test_head_trains_alone_then_the_backbone_joins_at_its_own_rate(tmp_path):
     assert not torch.equal(
         joined["buffers_after"]["bn1.running_mean"], joined["buffers"]["bn1.running_mean"]
     )
+    one_ulp = torch.finfo(torch.float32).eps  # the optimizer's kernel rounds its own way
     for name, lr in [*[(n, 0.05) for n in head], *[(n, 0.005) for n in backbone]]:
         expected = joined["before"][name] - lr * joined["grads"][name]
         assert joined["grads"][name].abs().sum() > 0, name
-        torch.testing.assert_close(joined["after"][name], expected, rtol=0, atol=1e-7)
+        torch.testing.assert_close(joined["after"][name], expected, rtol=one_ulp, atol=1e-7)
 
 
 def test_staged_unfreezing_refuses_several_processes():
@@ -205,7 +206,8 @@ def test_run_stops_early_when_the_monitored_metric_stops_improving(tmp_path, sce
 
 
 # Resuming across the stages: a three-epoch staged run, uninterrupted, against the same run
-# stopped after the head-only stage (epoch 0) or after the backbone joined (epoch 1).
+# stopped after the head-only stage (epoch 0), resumed for one epoch (the backbone joins),
+# stopped again and resumed to the end.
 STAGED = [
     *QUICK,
     "trainer.deterministic=true",
@@ -225,21 +227,24 @@ def staged_run(tmp_path_factory, scene_root) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("stopped_after", [1, 2], ids=["head-only", "backbone-joined"])
-def test_resumed_staged_run_equals_the_uninterrupted_one(
-    tmp_path, scene_root, staged_run, stopped_after
-):
-    first, resumed = tmp_path / "first", tmp_path / "resumed"
+def test_resumed_staged_run_equals_the_uninterrupted_one(tmp_path, scene_root, staged_run):
+    """Stopped in the head-only stage and resumed into the one where the backbone joins, then
+    stopped after the backbone joined and resumed: one epoch a run, each resuming the last.
+    The end equals the uninterrupted run's weights, and each epoch logs its learning rates."""
     data = f"data.root={scene_root}"
-    train_in_process(first, data, *STAGED, f"trainer.max_epochs={stopped_after}")
-    train_in_process(resumed, data, *STAGED, "trainer.max_epochs=3", f"resume={first}")
+    head_only, joined, finished = (tmp_path / name for name in ("head-only", "joined", "end"))
+    train_in_process(head_only, data, *STAGED, "trainer.max_epochs=1")
+    train_in_process(joined, data, *STAGED, "trainer.max_epochs=2", f"resume={head_only}")
+    train_in_process(finished, data, *STAGED, "trainer.max_epochs=3", f"resume={joined}")
     assert same_weights(
         net_state(staged_run / "checkpoints" / "last.ckpt"),
-        net_state(resumed / "checkpoints" / "last.ckpt"),
+        net_state(finished / "checkpoints" / "last.ckpt"),
     )
-    expected, got = (scalars(run) for run in (staged_run, resumed))
-    assert got["lr-SGD/head"] == expected["lr-SGD/head"][stopped_after:]
-    assert got["lr-SGD/backbone"] == expected["lr-SGD/backbone"][stopped_after - 1 :]
+    expected = scalars(staged_run)  # the backbone's rate is logged from epoch 1 on
+    for epoch, resumed in [(1, joined), (2, finished)]:
+        got = scalars(resumed)
+        assert got["lr-SGD/head"] == [expected["lr-SGD/head"][epoch]]
+        assert got["lr-SGD/backbone"] == [expected["lr-SGD/backbone"][epoch - 1]]
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ TRAIN = [
     "model.weights=none",
     "optimizer.lr=0.05",
     "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",  # one train/loss_step point an epoch
     "trainer.log_every_n_steps=2",
     "train_eval_images=8",
     *TINY,
