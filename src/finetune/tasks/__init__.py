@@ -115,6 +115,9 @@ class _NotOnConsole(logging.Filter):
         return getattr(record, "console", True)
 
 
+# Imported before logging was configured (a notebook's `import lightning` first), Lightning gives
+# these loggers a console handler of their own and stops them propagating to the root handlers.
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 _LOG_FILTERS = {name: _DropMessages(patterns) for name, patterns in QUIET_LOG_LINES.items()}
 _ONCE_FILTERS = {name: _OncePerRun(pattern) for name, pattern in ONCE_LOG_LINES.items()}
 _NOT_ON_CONSOLE = _NotOnConsole()
@@ -125,8 +128,11 @@ def quiet_console() -> None:
     finetune.log). No advertising, no library deprecation noise: each filtered where it starts,
     by logger and message or by warning message, category and module; every other warning and
     log line stays. Safe to call again (each filter is added once)."""
-    for handler in list(logging.getLogger("lightning").handlers):
-        logging.getLogger("lightning").removeHandler(handler)
+    for name in _LIGHTNING_LOGGERS:
+        lightning_logger = logging.getLogger(name)
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+        lightning_logger.propagate = True  # to finetune.log too
     for name, log_filter in _LOG_FILTERS.items():
         logging.getLogger(name).addFilter(log_filter)
     for name, once in _ONCE_FILTERS.items():
