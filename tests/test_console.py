@@ -173,4 +173,7 @@ def test_lightning_imported_first_still_logs_into_the_run_log(trained_run, tmp_p
         "mode=eval", f"ckpt={trained_run / 'best_model.pt'}", f"hydra.run.dir={run_dir}", *TINY
     )
     assert "GPU available: " in (run_dir / "finetune.log").read_text()
-    assert logging.getLogger("lightning.pytorch").handlers == []
+    assert [logging.getLogger(name).handlers for name in ("lightning", "lightning.pytorch")] == [
+        [],
+        [],
+    ]

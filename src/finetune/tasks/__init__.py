@@ -115,9 +115,10 @@ class _NotOnConsole(logging.Filter):
         return getattr(record, "console", True)
 
 
-# Imported before logging was configured (a notebook's `import lightning` first), Lightning gives
-# these loggers a console handler of their own and stops them propagating to the root handlers.
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# `lightning` always gets a console handler of its own when imported; `lightning.pytorch` and
+# `lightning.fabric` too, and stop propagating to the root handlers, when imported before logging
+# is configured (a notebook's `import lightning` first).
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 _LOG_FILTERS = {name: _DropMessages(patterns) for name, patterns in QUIET_LOG_LINES.items()}
 _ONCE_FILTERS = {name: _OncePerRun(pattern) for name, pattern in ONCE_LOG_LINES.items()}
 _NOT_ON_CONSOLE = _NotOnConsole()
