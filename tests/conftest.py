@@ -4,7 +4,8 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,22 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> s
     return lines[0]
 
 
+def compose_config(*overrides: str, hydra_node: bool = False):
+    """The config `python -m finetune OVERRIDES` composes (Hydra's compose API over the package's
+    conf/), nothing run; `hydra_node` keeps the hydra.* settings. Hydra is left uninitialised."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.api import config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=hydra_node)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def run_in_process(*overrides: str) -> dict:
     """`python -m finetune OVERRIDES` in this process through `finetune.run` (no 5 s of imports
     per run); torch's global determinism flag, which a deterministic run sets, is restored."""
@@ -218,16 +235,24 @@ def assert_run_refuses(*overrides: str) -> Callable[..., str]:
     return names
 
 
+@contextmanager
+def as_user_in(folder: Path, torch_home: Path | None = None) -> Iterator[Path]:
+    """In-process runs see what run_cli gives a subprocess: `folder` as the working folder,
+    TORCH_HOME (no ImageNet weights unless `torch_home`), a fresh FINETUNE_CACHE; all restored."""
+    env = cli_env(torch_home, folder / "cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for name in ("TORCH_HOME", "FINETUNE_CACHE"):
+            patch.setenv(name, env[name])
+        patch.delenv("HYDRA_FULL_ERROR", raising=False)
+        yield folder
+
+
 @pytest.fixture
-def user_folder(tmp_path, monkeypatch) -> Path:
-    """In-process runs see what run_cli gives a subprocess: tmp_path as the working folder, no
-    ImageNet weights in TORCH_HOME, a fresh FINETUNE_CACHE."""
-    monkeypatch.chdir(tmp_path)
-    for name, value in cli_env(None, tmp_path / "cache").items():
-        if name in ("TORCH_HOME", "FINETUNE_CACHE"):
-            monkeypatch.setenv(name, value)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    return tmp_path
+def user_folder(tmp_path) -> Iterator[Path]:
+    """tmp_path, as a user's folder (as_user_in) for the test."""
+    with as_user_in(tmp_path):
+        yield tmp_path
 
 
 @pytest.fixture(scope="session")

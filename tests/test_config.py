@@ -5,11 +5,12 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.api import config_dir
 from finetune.validate import validate_config
+
+from conftest import compose_config
 
 CONF = config_dir()
 SRC = Path(__file__).resolve().parents[1] / "src" / "finetune"
@@ -29,8 +30,7 @@ def _options() -> list[tuple[str, str]]:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
+    return compose_config(*overrides, hydra_node=True)
 
 
 def test_every_group_is_covered():

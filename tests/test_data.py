@@ -23,7 +23,13 @@ from finetune.data.splits import read_manifest, stratified_split
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 
-from conftest import SCENE_CLASSES, make_scene_folder, tiny_data_cfg, write_cifar_batches
+from conftest import (
+    SCENE_CLASSES,
+    compose_config,
+    make_scene_folder,
+    tiny_data_cfg,
+    write_cifar_batches,
+)
 
 
 def datamodule(root: Path, run_dir: Path | None = None, **changes) -> ImageDataModule:
@@ -421,10 +427,6 @@ def test_auto_workers_use_the_cpus_this_process_may_run_on(monkeypatch):
 def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
     """The DataModule and config validation read the one registry: an unknown kind (no silent
     fallback to a folder) is refused in one line that lists every kind."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.api import config_dir
     from finetune.data.kinds import DATA_KINDS
     from finetune.validate import validate_config
 
@@ -433,10 +435,7 @@ def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
     assert list(DATA_KINDS) == ["folder", "demo", "cifar10"]
     with pytest.raises(UserError, match=expected):
         ImageDataModule(tiny_data_cfg(root, kind="folders"), seed=0)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"data.root={root}", "data.kind=folders"])
-    GlobalHydra.instance().clear()
+    cfg = compose_config(f"data.root={root}", "data.kind=folders")
     with pytest.raises(UserError, match=expected):
         validate_config(cfg)
     for kind in DATA_KINDS:  # every registered kind passes

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -35,7 +34,7 @@ from finetune.reports.eval_figures import rank_by_class
 from finetune.reproduction import compare_with_reference, load_reference
 from finetune.validate import validate_config
 
-from conftest import REPO, SCENE_CLASSES
+from conftest import SCENE_CLASSES, compose_config
 
 EVAL = [
     "mode=eval",
@@ -478,8 +477,7 @@ def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
 
 
 def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose_config(*overrides)
 
 
 # -- which data is evaluated: the rule, as a table --------------------------------------------

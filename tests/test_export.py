@@ -21,24 +21,21 @@ from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 from finetune.exporting import check_exported
 
+from conftest import compose_config
+
 EXTRA_HINT = "pip install -e '.[export]'"
 
 
 def run_task_in_process(run_dir: Path, *overrides: str) -> dict:
     """`python -m finetune OVERRIDES hydra.run.dir=RUN_DIR` in this process (no command-line
     check: a used folder reaches the task)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from finetune.api import config_dir
     from finetune.tasks import run_task
 
-    GlobalHydra.instance().clear()
+    cfg = compose_config(*overrides, hydra_node=True)
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
@@ -46,7 +43,6 @@ def run_task_in_process(run_dir: Path, *overrides: str) -> dict:
             del cfg["hydra"]
         return run_task(cfg)
     finally:
-        GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
 
 

@@ -19,6 +19,8 @@ from finetune.features import (
 )
 from finetune.network import build_network
 
+from conftest import compose_config
+
 # Conv outputs, the first and second call of a block's ReLU (torchvision names the second
 # `relu_1`) and the 2-D output of the head.
 MODULES = [
@@ -206,20 +208,11 @@ def test_lightning_predict_loop_equals_numpy(net, images, tmp_path, precision):
     """inference.run_predict (Lightning's loop, the analysis's path) gives NumPy's numbers on
     the maps hooked in plain float32, or under bf16 autocast for inference.precision=bf16-mixed;
     the statistics stay float64 and the caller's torch flags come back."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from torch.utils.data import DataLoader, TensorDataset
 
-    from finetune.api import config_dir
     from finetune.inference import run_predict
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"inference.precision={precision}", "trainer.enable_progress_bar=false"],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose_config(f"inference.precision={precision}", "trainer.enable_progress_bar=false")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
         maps = hooked_maps(net, images, batch_size=3)
     collector = FeatureStatsModule(feature_extractor(net, MODULES))

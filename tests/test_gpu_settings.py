@@ -11,7 +11,7 @@ import torch
 
 from finetune.precision import choose_numerics
 
-from conftest import REPO, run_in_process
+from conftest import REPO, compose_config, run_in_process
 
 # 32 px images, no workers and no progress bar.
 SMALL = [
@@ -48,16 +48,13 @@ def evaluate(tmp_path: Path, ckpt: Path, name: str, *overrides: str) -> Path:
 def test_trainer_gpu_is_trainer_accelerator_gpu_flag_by_flag():
     """The trainer group sets trainer keys only: `trainer=gpu` is `trainer.accelerator=gpu` plus
     cuDNN autotuning, the numerics left to trainer.precision=auto / model.channels_last=auto."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        group = OmegaConf.to_container(compose("config", overrides=["trainer=gpu"]))
-        flags = ["trainer.accelerator=gpu", "trainer.benchmark=true"]
-        flag = OmegaConf.to_container(compose("config", overrides=flags))
-        default = OmegaConf.to_container(compose("config"))
+    group = OmegaConf.to_container(compose_config("trainer=gpu"))
+    flag = OmegaConf.to_container(
+        compose_config("trainer.accelerator=gpu", "trainer.benchmark=true")
+    )
+    default = OmegaConf.to_container(compose_config())
     assert group == flag
     assert {key: group[key] for key in group if key != "trainer"} == {
         key: default[key] for key in default if key != "trainer"

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from test_train import train_in_process
 
-from conftest import TINY
+from conftest import TINY, compose_config
 
 TRAIN = [
     "data.split.test=6",
@@ -26,20 +26,6 @@ TRAIN = [
 ]
 
 Series = dict[str, dict[int, float]]  # tag -> {step: value}
-
-
-def compose_config(*overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.api import config_dir
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def tensorboard_series(folder: Path) -> Series:

@@ -13,7 +13,7 @@ from torchvision.models import mobilenet_v3_small, resnet18
 
 from test_train import SCENE, scalars, train_in_process
 
-from conftest import TINY, run_cli, run_in_process
+from conftest import TINY, compose_config, run_cli, run_in_process
 
 # One short epoch per run: one training batch, one validation batch.
 QUICK = [
@@ -27,17 +27,9 @@ QUICK = [
 
 def composed_model_config(*overrides: str) -> dict:
     """cfg.model as `python -m finetune OVERRIDES` composes it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from finetune.api import config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    return OmegaConf.to_container(cfg.model, resolve=True)
+    return OmegaConf.to_container(compose_config(*overrides).model, resolve=True)
 
 
 def classifier(model: dict):

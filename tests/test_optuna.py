@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import TINY, run_cli
+from conftest import TINY, compose_config, run_cli
 
 SWEEP = [
     "data.split.test=6",
@@ -39,21 +39,7 @@ def job_overrides(job: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("mode", "direction"), [("max", "maximize"), ("min", "minimize")])
 def test_optuna_direction_follows_monitor_mode(mode, direction):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.api import config_dir
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=["hparams_search=optuna", f"monitor_mode={mode}"],
-                return_hydra_config=True,
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config("hparams_search=optuna", f"monitor_mode={mode}", hydra_node=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == direction
     assert sweeper.sampler.seed == cfg.seed

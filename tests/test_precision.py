@@ -11,7 +11,7 @@ from finetune.errors import UserError
 from finetune.precision import choose_numerics, cpu_bf16
 from test_train import SCENE, train_in_process
 
-from conftest import TINY
+from conftest import TINY, compose_config
 
 
 @pytest.fixture
@@ -106,14 +106,7 @@ def test_this_machine_is_described_truthfully():
 
 # -- the choice wired into mode=train ----------------------------------------------------------
 def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.api import config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=["mode=eval", "data.root=unused", *overrides])
+    return compose_config("mode=eval", "data.root=unused", *overrides)
 
 
 def test_defaults_are_auto_and_bad_values_are_one_line():

@@ -25,7 +25,15 @@ from finetune import run
 from finetune.errors import UserError
 from finetune.reports.report_inputs import STEP_RECORD
 
-from conftest import REPO, TINY, assert_one_line_error, cli_env, run_cli, run_in_process
+from conftest import (
+    REPO,
+    TINY,
+    as_user_in,
+    assert_one_line_error,
+    cli_env,
+    run_cli,
+    run_in_process,
+)
 
 LRS = ("0.05", "0.01")
 SECTIONS = [
@@ -67,11 +75,7 @@ def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_
     them passed on). Returns the sweep folder and the report call's run folder."""
     base = tmp_path_factory.mktemp("report")
     sweep, report_run = base / "sweep", base / "report-run"
-    with pytest.MonkeyPatch.context() as patch:  # what run_cli gives a subprocess
-        patch.chdir(base)
-        patch.setenv("TORCH_HOME", str(torch_home))  # the steps inherit it: analyze's pretrained
-        patch.setenv("FINETUNE_CACHE", str(base / "cache"))
-        patch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with as_user_in(base, torch_home):  # the steps inherit TORCH_HOME: analyze's pretrained
         for job, lr in enumerate(LRS):
             run_in_process(
                 "experiment=report",

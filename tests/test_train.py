@@ -22,6 +22,7 @@ from conftest import (
     TINY,
     assert_one_line_error,
     cli_env,
+    compose_config,
     make_scene_folder,
     run_cli,
     run_in_process,
@@ -233,24 +234,14 @@ def test_ddp_config_is_two_processes_that_each_train_on_half(tmp_path, scene_roo
     two processes, the second started by running the command again, Lightning's padding
     sampler off; the data module gives each rank a disjoint half of the 36 training images
     (18: 2 batches of 8, where one process takes 36 // 8 = 4)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from lightning.pytorch.strategies import DDPStrategy
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
     from omegaconf import OmegaConf
 
-    from finetune.api import config_dir
     from finetune.data.datamodule import ImageDataModule
     from finetune.trainer import build_trainer
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(
-                "config", overrides=[*DDP_ON_CPU, f"data.root={scene_root}", *SCENE, *TINY]
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config(*DDP_ON_CPU, f"data.root={scene_root}", *SCENE, *TINY)
     trainer = build_trainer(cfg, tmp_path)
     assert isinstance(trainer.strategy, DDPStrategy)
     assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
