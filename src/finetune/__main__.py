@@ -6,6 +6,7 @@ Heavy libraries (torch, lightning) are imported by the tasks, after composition,
 `python -m finetune --help` and `--cfg job` answer at once.
 """
 
+import gc
 import logging
 import os
 import sys
@@ -58,6 +59,11 @@ def main() -> None:
     except BrokenPipeError:  # `python -m finetune --help | head`: the reader left early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(1)
+    finally:
+        # The run is over and has closed its files. Freezing the ~500k objects that torch and
+        # Lightning leave spares the interpreter's exit its collector walks over them: ~1.2 s
+        # of every run's exit. Exit handlers (logging, loggers, data-loader workers) still run.
+        gc.freeze()
 
 
 if __name__ == "__main__":
