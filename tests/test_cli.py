@@ -1,6 +1,11 @@
 """The command line as Hydra users expect it: --help, --cfg job, overrides, one-line errors,
-and the configs found from an editable and from a normal (non-editable) install."""
+and the configs found from an editable and from a normal (non-editable) install.
 
+The tables of mistakes go through the entry point's main() in this process (run_main); what
+only a fresh interpreter shows runs as `python -m finetune`: which modules an answer imports,
+--help, the full Hydra error, the installs' configs and console script."""
+
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +45,33 @@ def assert_hydra_error_in_one_line(result: subprocess.CompletedProcess, *words: 
     for word in words:
         assert word.lower() in lines[0].lower(), lines[0]
     return lines[0]
+
+
+def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    """`python -m finetune ARGV` through the entry point's own main(), in this process: the same
+    checks, messages and exit status as the command line, without a fresh interpreter (the
+    subprocess tests here and in test_train/test_report keep that)."""
+    import gc
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.__main__ import main
+
+    saved_argv, saved_cwd = sys.argv, Path.cwd()
+    sys.argv = ["finetune", *argv]
+    os.chdir(cwd)
+    try:
+        main()
+        returncode = 0
+    except SystemExit as stopped:
+        returncode = stopped.code if isinstance(stopped.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        gc.unfreeze()  # main() freezes the collector for the interpreter's exit
+        GlobalHydra.instance().clear()
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(argv), returncode, captured.out, captured.err)
 
 
 def test_cfg_job_prints_the_composed_config_quickly(tmp_path):
@@ -146,10 +178,9 @@ def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):
         (["mode=train"], ["data.root is not set", "experiment=demo"]),
     ],
 )
-def test_user_mistakes_end_in_one_line(tmp_path, overrides, words):
-    """On the command line: exit 2, one `error:` line, no traceback (before and after the
-    heavy imports)."""
-    result = run_cli(*overrides, cwd=tmp_path)
+def test_user_mistakes_end_in_one_line(tmp_path, capsys, overrides, words):
+    """Through the entry point: exit 2, one `error:` line, no traceback."""
+    result = run_main(*overrides, cwd=tmp_path, capsys=capsys)
     assert_one_line_error(result, *words)
     assert result.returncode == 2
 
@@ -198,8 +229,8 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["-m", "--cfg", "job"], ["only one of"]),
     ],
 )
-def test_hydra_errors_end_in_one_line_and_write_nothing(tmp_path, overrides, words):
-    assert_hydra_error_in_one_line(run_cli(*overrides, cwd=tmp_path), *words)
+def test_hydra_errors_end_in_one_line_and_write_nothing(tmp_path, capsys, overrides, words):
+    assert_hydra_error_in_one_line(run_main(*overrides, cwd=tmp_path, capsys=capsys), *words)
     assert not (tmp_path / "outputs").exists()
 
 
@@ -224,9 +255,9 @@ def test_full_hydra_error_is_still_available_for_debugging(tmp_path):
         (["hydra.job.chdir=false", "hydra/launcher=local"], "mode", "train"),
     ],
 )
-def test_valid_command_lines_still_compose(tmp_path, arguments, key, value):
+def test_valid_command_lines_still_compose(tmp_path, capsys, arguments, key, value):
     """Hydra's grammar (+, ++, ~, hydra.* keys and hydra/ groups) passes the pre-check."""
-    result = run_cli("--cfg", "job", *arguments, cwd=tmp_path)
+    result = run_main("--cfg", "job", *arguments, cwd=tmp_path, capsys=capsys)
     assert result.returncode == 0, result.stderr
     assert OmegaConf.select(OmegaConf.create(result.stdout), key) == value
 
