@@ -53,7 +53,7 @@ def test_optuna_trials_are_ranked_and_its_best_is_the_summarys_winner(tmp_path, 
     result = run_cli(
         "-m",
         "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=2",
         f"data.root={scene_root}",
         *SWEEP,
         f"hydra.sweep.dir={sweep_dir}",
@@ -63,14 +63,14 @@ def test_optuna_trials_are_ranked_and_its_best_is_the_summarys_winner(tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = summary_rows(sweep_dir)
-    assert [row["rank"] for row in rows] == ["1", "2", "3"]
-    assert [row["status"] for row in rows] == ["ok"] * 3
+    assert [row["rank"] for row in rows] == ["1", "2"]
+    assert [row["status"] for row in rows] == ["ok"] * 2
     values = [float(row["value"]) for row in rows]
     assert values == sorted(values, reverse=True)  # val/map, maximised
 
     trials = {job.name: job_overrides(job) for job in sorted(sweep_dir.glob("[0-9]"))}
-    assert len(trials) == 3
-    assert len({trial["optimizer.lr"] for trial in trials.values()}) == 3  # three points
+    assert len(trials) == 2
+    assert len({trial["optimizer.lr"] for trial in trials.values()}) == 2  # two points
     for trial in trials.values():
         for key, (low, high) in SEARCHED.items():
             assert low <= float(trial[key]) <= high, (key, trial[key])
