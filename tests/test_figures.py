@@ -23,3 +23,37 @@ def test_tensorboard_holds_the_bytes_of_the_png_written(tmp_path):
     with Image.open(path) as png:
         assert (image.width, image.height) == png.size
     assert np.asarray(Image.open(path)).shape[:2] == (image.height, image.width)
+
+
+def tick_labels(axes) -> list[str]:
+    axes.figure.canvas.draw()  # tick labels are made when drawn
+    return [label.get_text() for label in axes.get_xticklabels()]
+
+
+def test_training_curves_of_one_epoch_have_one_epoch_tick_and_plain_loss_numbers():
+    """One epoch (a `trainer.max_epochs=1` run): one tick `0` on a unit-wide axis, not
+    -0.045 ... 0.045; the log-scaled loss axis reads 0.1 and 1, not 10^-1 and 10^0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from finetune.reports.eval_figures import training_curves_figure
+
+    one = {
+        f"{split}/{metric}": ([0.0], [value])
+        for split, value in (("train", 1.2), ("val", 1.1))
+        for metric in ("loss", "acc_mean", "map")
+    }
+    figure = training_curves_figure(one)
+    FigureCanvasAgg(figure)
+    for axes in figure.axes:
+        assert tick_labels(axes) == ["0"]
+        assert axes.get_xlim() == (-0.5, 0.5)
+
+    epochs = list(range(12))
+    many = {"train/loss": (epochs, list(2.3 * np.exp(-np.array(epochs) / 3)))}
+    figure = training_curves_figure(many)
+    FigureCanvasAgg(figure)
+    loss_axes = figure.axes[0]
+    assert all(label.lstrip("−").isdigit() for label in tick_labels(loss_axes))  # whole epochs
+    loss_axes.figure.canvas.draw()
+    majors = [label.get_text() for label in loss_axes.get_yticklabels() if label.get_text()]
+    assert "0.1" in majors and "1" in majors, majors

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_curve
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
@@ -155,6 +155,8 @@ def read_training_curves(tensorboard_dir: Path) -> dict[str, tuple[list[float], 
 def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -> Figure:
     """Loss, mean class-wise accuracy and mAP per epoch, one line per split."""
     figure = Figure(figsize=(4 * len(CURVE_METRICS), 3.4), layout="constrained")
+    epochs_logged = [epoch for epochs, _ in curves.values() for epoch in epochs]
+    first, last = min(epochs_logged), max(epochs_logged)
     for ax, metric in zip(figure.subplots(1, len(CURVE_METRICS)), CURVE_METRICS, strict=True):
         for split in CURVE_SPLITS:
             tag = f"{split}/{metric}"
@@ -163,6 +165,12 @@ def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -
                 ax.plot(epochs, values, marker="o", markersize=3, label=split)
         ax.set(title=metric, xlabel="epoch", yscale="log" if metric == "loss" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        if last - first < 1:  # one epoch: one tick, not +-0.05 with crowded labels
+            ax.set(xlim=(first - 0.5, last + 0.5), xticks=[first])
+        if metric == "loss":  # plain numbers (1.2, not 1.2 x 10^0); minor ones where they fit
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        if ax.lines:
+            ax.legend(fontsize=8)
     figure.suptitle("training run of the checkpoint", fontsize=10)
     return figure
