@@ -151,9 +151,9 @@ def test_one_command_trains_the_grid_then_runs_every_step(one_command_sweep):
     assert (config.optimizer.momentum, config.trainer.max_epochs) == (0.9, 1)
     for step, done in STEPS.items():
         assert (sweep / "report" / step / done).is_file(), step
-        assert f"] {step}: done in" in output
+        assert f"/4: {step}: done in" in output
     for k, step in enumerate(["eval", "reproduce", "analyze", "report"], start=1):
-        assert f"[{k}/4] {step} ..." in output
+        assert f"step {k}/4: {step} ..." in output
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
 
 
@@ -176,9 +176,9 @@ def test_mode_report_runs_every_step_with_the_settings_it_was_given(
     assert (analysed.analysis.num_images, analysed.data.image_size) == (6, 32)
     log = (report_run / "finetune.log").read_text()
     for k, step in enumerate(["eval", "reproduce", "analyze", "report"], start=1):
-        assert f"[{k}/4] {step} ..." in log
+        assert f"step {k}/4: {step} ..." in log
     for step in STEPS:
-        assert f"] {step}: done in" in log
+        assert f"/4: {step}: done in" in log
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
 
 

@@ -39,7 +39,8 @@ STEPS = {
     "reproduce": ("reproduction.json", ["mode=eval", "eval.reference={eval}/softmax_scores.pt"]),
     "analyze": ("feature_stats.json", ["mode=analyze"]),
 }
-TOTAL = (len(STEPS) + 1, len(STEPS) + 1)  # "[k/N]": the steps, then the report itself
+TOTAL = (len(STEPS) + 1, len(STEPS) + 1)  # "step k/N": the steps, then the report itself
+# (not "[k/N]": a step's own log, passed through, counts its work that way)
 # Keys the report sets for each step itself: the same keys given to mode=report are not passed on.
 OWN_KEYS = {"mode", "sweep", "ckpt", "split", "eval.reference", "hydra.run.dir"}
 
@@ -97,9 +98,12 @@ def build_report(sweep: Path, passed_on: list[str], original: Any) -> dict[str, 
     ran = _run_missing_steps(sweep / winner["run"] / "best_model.pt", folders, passed_on)
     md, html = sweep / "report.md", sweep / "report.html"
     if not ran and md.is_file():
-        log.info("[%d/%d] report: all steps were done, %s is there: nothing written", *TOTAL, md)
+        log.info(
+            "step %d/%d: report: all steps were done, %s is there: nothing written", *TOTAL, md
+        )
         return {"report_md": str(md), "report_html": str(html), "ran": ran}
-    log.info("[%d/%d] report ...", *TOTAL)
+    log.info("step %d/%d: report ...", *TOTAL)
+    writing = time.perf_counter()
     inputs = read_inputs(sweep, winner, folders, OmegaConf.to_container(original, resolve=True))
     document = build_document(inputs)
     k = 1
@@ -108,8 +112,15 @@ def build_report(sweep: Path, passed_on: list[str], original: Any) -> dict[str, 
         md, html = sweep / f"report-{k}.md", sweep / f"report-{k}.html"
     write_text(md, to_markdown(document, sweep))
     write_text(html, to_html(document))
-    wall = time.perf_counter() - started
-    log.info("[%d/%d] report: done in %.1f s: %s and %s", *TOTAL, wall, md, html.name)
+    done = time.perf_counter()
+    log.info(
+        "step %d/%d: report: done in %.1f s (all steps %.1f s): %s and %s",
+        *TOTAL,
+        done - writing,
+        done - started,
+        md,
+        html.name,
+    )
     if inputs.reproduction and not inputs.reproduction["passed"]:
         raise UserError(f"the winner's scores do not reproduce: see {md}, section Reproduction")
     return {"report_md": str(md), "report_html": str(html), "ran": ran, "winner": winner["run"]}
@@ -123,16 +134,16 @@ def _run_missing_steps(ckpt: Path, folders: dict[str, Path], passed_on: list[str
     for number, (name, (done_file, own)) in enumerate(STEPS.items(), start=1):
         folder = folders[name]
         if (folder / done_file).is_file():
-            log.info("[%d/%d] %s: done earlier (%s), kept", number, TOTAL[1], name, folder)
+            log.info("step %d/%d: %s: done earlier (%s), kept", number, TOTAL[1], name, folder)
             continue
         _set_aside(folder)
-        log.info("[%d/%d] %s ...", number, TOTAL[1], name)
+        log.info("step %d/%d: %s ...", number, TOTAL[1], name)
         own = [item.format(eval=folders["eval"]) for item in own]
         command = [*passed_on, *own, "split=test", f"ckpt={ckpt}", f"hydra.run.dir={folder}"]
         wall = _run_step(name, command, folder / done_file)
         record = {"step": name, "command": command, "wall_s": wall} | hardware()
         write_json(folder / STEP_RECORD, record)
-        log.info("[%d/%d] %s: done in %.1f s (%s)", number, TOTAL[1], name, wall, folder)
+        log.info("step %d/%d: %s: done in %.1f s (%s)", number, TOTAL[1], name, wall, folder)
         ran.append(name)
     return ran
 
