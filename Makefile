@@ -5,8 +5,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-RUN    ?= $(lastword $(sort $(wildcard outputs/train/*/*)))
-CKPT   ?= $(RUN)/best_model.pt
+# The newest model: a run that stopped early leaves a folder without best_model.pt, so the newest
+# best_model.pt is taken, not the newest folder (run folders are named by date and time).
+CKPT   ?= $(lastword $(sort $(wildcard outputs/train/*/*/best_model.pt)))
+NEED_CKPT = $(if $(CKPT),,$(error no outputs/train/*/*/best_model.pt here: train first \
+	(make train ARGS="data.root=...") or pass CKPT=path/to/best_model.pt))
 ARGS   ?=
 
 .PHONY: help install demo train eval analyze test test-slow bench parity device-check tensorboard lint clean
@@ -30,10 +33,10 @@ train: $(STAMP)  ## train: make train ARGS="data.root=/path/to/scenes trainer=gp
 	$(PY) -m finetune mode=train $(ARGS)
 
 eval: $(STAMP)  ## evaluate the newest run's best_model.pt (or CKPT=...)
-	$(PY) -m finetune mode=eval ckpt=$(CKPT) $(ARGS)
+	$(NEED_CKPT)$(PY) -m finetune mode=eval ckpt=$(CKPT) $(ARGS)
 
 analyze: $(STAMP)  ## feature-map statistics of the newest run's model (or CKPT=...)
-	$(PY) -m finetune mode=analyze ckpt=$(CKPT) $(ARGS)
+	$(NEED_CKPT)$(PY) -m finetune mode=analyze ckpt=$(CKPT) $(ARGS)
 
 test: $(STAMP)  ## run the test suite (the few `slow` tests left out), one worker per CPU core
 	$(PY) -m pytest -q -m "not slow" -n auto --dist loadscope $(ARGS)

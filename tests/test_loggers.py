@@ -2,6 +2,7 @@
 every logger receives the same metrics (read back with each tool's own reader)."""
 
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from test_train import train_in_process
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, run_in_process
 
 TRAIN = [
     "data.split.test=6",
@@ -121,3 +122,19 @@ def test_a_logger_config_lightning_cannot_take_is_one_line(tmp_path, override, m
     with pytest.raises(UserError, match=message) as error:
         training_loggers(compose_config("logger=csv", override), tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_no_logger_trains_and_its_eval_says_there_are_no_training_logs(tmp_path, scene_root):
+    """`logger=[]`: no learning-rate monitor (Lightning refuses one without a logger), no
+    tensorboard/ folder; the run still selects, tests and exports its best epoch, and an eval of
+    its model says it found no training curves."""
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    results = train_in_process(train_dir, f"data.root={scene_root}", "logger=[]", *TRAIN)
+    metrics = json.loads((train_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == results["best_epoch"] and metrics["test"]["test/map"] >= 0
+    assert (train_dir / "best_model.pt").is_file() and not (train_dir / "tensorboard").exists()
+
+    run_in_process("mode=eval", f"ckpt={train_dir / 'best_model.pt'}", f"hydra.run.dir={eval_dir}")
+    assert "no training logs beside" in (eval_dir / "finetune.log").read_text()
+    figures = {path.name for path in eval_dir.rglob("*.png")}
+    assert "confusion_matrix.png" in figures and "training_curves.png" not in figures

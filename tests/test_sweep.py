@@ -1,5 +1,6 @@
 """The sweep summary (a Hydra callback at the end of -m), on sweep folders built by hand: failed
-runs are listed as failed, NaN ranks last, and the summary claims only the copy it made."""
+runs are listed as failed, NaN ranks last, and the summary claims only the copy it made. Then
+whole sweeps through main() with a fast stand-in for training: a run that crashes, and Ctrl-C."""
 
 import csv
 import json
@@ -10,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from finetune.sweep import SweepSummary
+from test_cli import run_main
 
 
 def job(root: Path, name: str, value: float | None, mode: str = "max", model: bytes = b"") -> Path:
@@ -114,3 +116,80 @@ def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_lin
     assert len(errors) == 1 and "1 of 2 runs failed (run 1)" in errors[0]
     assert "the report stopped: the sweep's winner has no best_model.pt" in errors[0]
     assert (tmp_path / "sweep_summary.md").is_file() and not (tmp_path / "report").exists()
+
+
+def fake_train(crash: dict[float, BaseException]):
+    """A stand-in for mode=train, fast: it writes what a finished run leaves (metrics.json and
+    best_model.pt, its monitored value = its learning rate), or raises crash[lr]."""
+    from finetune.tasks import run_folder
+
+    def train(cfg) -> dict:
+        lr = cfg.optimizer.lr
+        if lr in crash:
+            raise crash[lr]
+        metrics = {"monitor": {"name": "val/map", "mode": "max", "value": lr}}
+        (run_folder() / "metrics.json").write_text(json.dumps(metrics))
+        (run_folder() / "best_model.pt").write_bytes(f"model {lr}".encode())
+        return metrics
+
+    return train
+
+
+def sweep_with(monkeypatch, capsys, folder: Path, root: Path, crash: dict[float, BaseException]):
+    """`python -m finetune -m optimizer.lr=0.3,0.2,0.1 ...` through main() in this process, each
+    run's training replaced by fake_train(crash)."""
+    import finetune.tasks
+
+    monkeypatch.setattr(finetune.tasks, "_task", lambda mode: fake_train(crash))
+    overrides = [f"data.root={root}", "optimizer.lr=0.3,0.2,0.1", "hydra.sweep.dir=sweep"]
+    return run_main("-m", *overrides, cwd=folder, capsys=capsys)
+
+
+def test_a_crashing_run_is_a_failed_run_and_the_sweep_still_ends_with_its_summary(
+    tmp_path, monkeypatch, capsys, scene_root
+):
+    """A bug in one run (not a user error) is said in one line naming its log, which holds the
+    traceback; the other runs go on, the summary lists it as failed, the winner is copied, the
+    sweep exits 2. (Hydra's sweepers re-raise it after the last run: no summary, status 1.)"""
+    crash = {0.2: RuntimeError("tensor sizes do not match\n  at layer 4")}
+    result = sweep_with(monkeypatch, capsys, tmp_path, scene_root, crash)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == (
+        "error: run 1 crashed: RuntimeError: tensor sizes do not match at layer 4 "
+        "(traceback in sweep/1/finetune.log)"
+    )
+    assert "1 of 3 runs failed (run 1)" in errors[1] and len(errors) == 2, errors
+    log = (tmp_path / "sweep" / "1" / "finetune.log").read_text()
+    assert "Traceback (most recent call last)" in log and "in train\n" in log
+    assert "RuntimeError: tensor sizes do not match" in log
+    rows, report = read_summary(tmp_path / "sweep")
+    assert [(row["run"], row["status"]) for row in rows] == [
+        ("0", "ok"),
+        ("2", "ok"),
+        ("1", "failed"),
+    ]
+    assert (tmp_path / "sweep" / "best_model.pt").read_bytes() == b"model 0.3"
+    assert "Failed (no metrics.json; see their finetune.log): 1." in report
+
+
+def test_ctrl_c_in_a_sweep_summarizes_the_runs_that_had_started_and_exits_130(
+    tmp_path, monkeypatch, capsys, scene_root
+):
+    """Ctrl-C during run 1 stops the sweep (run 2 never starts); the summary of runs 0 and 1 is
+    written anyway (Hydra skips on_multirun_end), saying it was interrupted."""
+    result = sweep_with(monkeypatch, capsys, tmp_path, scene_root, {0.2: KeyboardInterrupt()})
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2] == "interrupted: mode=train stopped before it finished"
+    assert lines[-1] == (
+        "interrupted: the sweep's runs that had started are summarized in sweep/sweep_summary.md"
+    )
+    assert not (tmp_path / "sweep" / "2").exists()
+    rows, report = read_summary(tmp_path / "sweep")
+    assert [(row["run"], row["status"]) for row in rows] == [("0", "ok"), ("1", "failed")]
+    assert (tmp_path / "sweep" / "best_model.pt").read_bytes() == b"model 0.3"
+    assert report.rstrip().endswith("a run that had not finished is listed as failed.")
+    assert "interrupted: mode=train" in (tmp_path / "sweep" / "1" / "finetune.log").read_text()

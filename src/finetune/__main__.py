@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,7 +20,8 @@ from omegaconf import DictConfig
 from finetune.api import config_dir
 from finetune.choices import check_command_line
 from finetune.errors import UserError
-from finetune.tasks import FILE_ONLY, quiet_console, run_task
+from finetune.sweep import summarize_interrupted_sweep
+from finetune.tasks import FILE_ONLY, quiet_console, run_task, user_path
 
 log = logging.getLogger("finetune")
 
@@ -29,20 +31,48 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _log_file() -> str:
+    """The run's log file (Hydra's job logging writes it; finetune.log by default)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return user_path(Path(handler.baseFilename))
+    return user_path(Path(HydraConfig.get().runtime.output_dir))
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def _run(cfg: DictConfig) -> float | None:
     """One run. Returns the monitored value of a training run: what a sweeper such as Optuna
-    optimises (None for the other modes, and for a run of a sweep that stopped with an error)."""
+    optimises (None for the other modes, and for a run of a sweep that stopped with an error or
+    crashed: Optuna records such a trial as failed)."""
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    quiet_console()  # on the handlers Hydra has just made: FILE_ONLY keeps lines off the console
     try:
         results = run_task(cfg)
     except UserError as error:
-        quiet_console()  # (again: idempotent) so that FILE_ONLY keeps the line off the console
         log.error("stopped: %s", error, extra=FILE_ONLY)  # the run's finetune.log says why
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not sweeping:
             _fail(str(error))
         # One run of a sweep: say why it stopped and let the others run; the sweep summary
         # lists it as failed and the sweep ends with status 2.
         print(f"error: {error}", file=sys.stderr)
+        return None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C; train says how to resume (main exits 130)
+        said = str(interrupt) or f"mode={cfg.mode} stopped before it finished"
+        log.error("interrupted: %s", said, extra=FILE_ONLY)
+        print(f"interrupted: {said}", file=sys.stderr)
+        raise
+    except Exception as error:
+        if not sweeping:
+            raise  # a bug: Hydra shows its traceback, to report
+        # A bug in one run of a sweep: like a user error, the other runs go on and the summary
+        # lists it as failed (Hydra's sweepers would re-raise it after the last run, before the
+        # summary); its traceback goes to the run's log file.
+        log.error("crashed:", exc_info=True, extra=FILE_ONLY)
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        number = HydraConfig.get().job.num
+        print(
+            f"error: run {number} crashed: {reason} (traceback in {_log_file()})", file=sys.stderr
+        )
         return None
     return float(results["monitor"]["value"]) if cfg.mode == "train" else None
 
@@ -56,6 +86,9 @@ def main() -> None:
     quiet_console()  # before Hydra: a sweeper plugin's imports log too (optuna -> alembic)
     try:
         _run()
+    except KeyboardInterrupt:  # Ctrl-C: _run said where the run stopped
+        summarize_interrupted_sweep()  # the runs of a sweep that had started, if one was running
+        sys.exit(130)  # the shell's status for a command ended by SIGINT
     except BrokenPipeError:  # `python -m finetune --help | head`: the reader left early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(1)

@@ -138,8 +138,9 @@ class TrainingCallbacks:
         return [self.best, *self.others, *self.progress]
 
 
-def training_callbacks(cfg: DictConfig, run_dir: Path) -> TrainingCallbacks:
-    """What `cfg` asks of a training run, each callback once."""
+def training_callbacks(cfg: DictConfig, run_dir: Path, logged: bool) -> TrainingCallbacks:
+    """What `cfg` asks of a training run, each callback once; the learning rate only when the
+    run has a logger to write it to (`logged`; Lightning refuses the monitor without one)."""
     checkpoints = run_dir / "checkpoints"
     others: list[Callback] = [LastCheckpoint(checkpoints)]
     unfreeze_at_epoch = cfg.model.unfreeze_at_epoch
@@ -162,7 +163,8 @@ def training_callbacks(cfg: DictConfig, run_dir: Path) -> TrainingCallbacks:
                 verbose=True,
             )
         )
-    others.append(LearningRateMonitor(logging_interval="epoch"))
+    if logged:
+        others.append(LearningRateMonitor(logging_interval="epoch"))
     return TrainingCallbacks(
         best=BestCheckpoint(checkpoints, cfg.monitor, cfg.monitor_mode),
         progress=[RichProgressBar()] if cfg.trainer.enable_progress_bar else [],

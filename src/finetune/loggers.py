@@ -18,26 +18,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from finetune.errors import UserError
+from finetune.tasks import user_path
 
 
 def _folder(run_dir: Path) -> str:
     return os.fspath(run_dir)
 
 
-def _run_name(run_dir: Path) -> str:
-    """The run folder as the user sees it: relative to the working directory when inside it."""
-    path = Path(run_dir).resolve()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 # The argument, per logger class, that a null in the config leaves to the run folder.
 RUN_FOLDER_ARGUMENT: dict[str, tuple[str, Callable[[Path], str]]] = {
     "lightning.pytorch.loggers.TensorBoardLogger": ("save_dir", _folder),
     "lightning.pytorch.loggers.CSVLogger": ("save_dir", _folder),
-    "lightning.pytorch.loggers.MLFlowLogger": ("run_name", _run_name),
+    "lightning.pytorch.loggers.MLFlowLogger": ("run_name", user_path),
 }
 # The optional package a logger class needs, and the extra of this project that installs it.
 OPTIONAL_PACKAGE = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow")}

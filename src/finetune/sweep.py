@@ -1,7 +1,8 @@
 """Hydra callback: when a sweep (-m) ends, rank its runs, list the failed ones, copy the
 winner's best_model.pt to the sweep root, and build the sweep's report when the config says so
-(`report.after_sweep`, set by experiment=report). `sweep_runs` is the one ranking of a sweep
-folder: mode=report uses it too."""
+(`report.after_sweep`, set by experiment=report). After Ctrl-C, which Hydra ends without that
+callback, the entry point calls summarize_interrupted_sweep. `sweep_runs` is the one ranking of a
+sweep folder: mode=report uses it too."""
 
 import json
 import logging
@@ -106,37 +107,51 @@ def _write_kept(write: Any, path: Path, *args: Any) -> None:
         log.warning("%s", error)
 
 
+def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dict[str, Any] | None:
+    """sweep_summary.csv / .md of the ranked `runs` at `root`, and the winner's best_model.pt
+    copied there; `note` ends the .md. Returns the winner (None when no run finished)."""
+    rows = [[run[column] for column in COLUMNS] for run in runs]
+    _write_kept(write_csv, root / "sweep_summary.csv", COLUMNS, rows)
+    failed = [run["run"] for run in runs if run["status"] == FAILED]
+    winner = runs[0] if runs[0]["status"] == OK else None
+    if winner:
+        title = f"{len(runs)} runs, ranked by {winner['monitor']}, {winner['mode']}"
+        copied = _copy_winner(root / winner["run"] / "best_model.pt", root / "best_model.pt")
+        verdict = (
+            f"Winner: run {winner['run']} ({winner['overrides']}), "
+            f"{winner['monitor']} = {winner['value']:.4f}; {copied}"
+        )
+    else:
+        title = f"{len(runs)} runs"
+        verdict = "No winner: no run finished with a monitored value; nothing was copied."
+    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    lines = [f"# Sweep summary ({title})", "", *table, "", verdict]
+    if failed:
+        lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
+    _write_kept(write_text, root / "sweep_summary.md", "\n".join([*lines, note]).strip() + "\n")
+    log.info("sweep %s: %s", root, verdict)
+    return winner
+
+
 class SweepSummary(Callback):
-    """Writes sweep_summary.csv / .md at the sweep root and copies the winner's best_model.pt."""
+    """Writes sweep_summary.csv / .md at the sweep root and copies the winner's best_model.pt;
+    the sweep it is running is kept for summarize_interrupted_sweep."""
+
+    running: Path | None = None  # the sweep folder of this process, from start to end
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.running = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.running = None
         root = Path(config.hydra.sweep.dir)
         runs = sweep_runs(root)
         if not runs:
             log.warning("sweep %s: no job folder found, nothing to rank", root)
             return
-        rows = [[run[column] for column in COLUMNS] for run in runs]
-        _write_kept(write_csv, root / "sweep_summary.csv", COLUMNS, rows)
-
+        winner = write_summary(root, runs)
         failed = [run["run"] for run in runs if run["status"] == FAILED]
-        winner = runs[0] if runs[0]["status"] == OK else None
-        if winner:
-            title = f"{len(runs)} runs, ranked by {winner['monitor']}, {winner['mode']}"
-            copied = _copy_winner(root / winner["run"] / "best_model.pt", root / "best_model.pt")
-            verdict = (
-                f"Winner: run {winner['run']} ({winner['overrides']}), "
-                f"{winner['monitor']} = {winner['value']:.4f}; {copied}"
-            )
-        else:
-            title = f"{len(runs)} runs"
-            verdict = "No winner: no run finished with a monitored value; nothing was copied."
-        table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-        lines = [f"# Sweep summary ({title})", "", *table, "", verdict]
-        if failed:
-            lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
-        _write_kept(write_text, root / "sweep_summary.md", "\n".join(lines) + "\n")
-        log.info("sweep %s: %s", root, verdict)
         problem = ""
         if winner and OmegaConf.select(config, "report.after_sweep", default=False):
             from finetune.tasks.report import report_after_sweep  # torch: only when asked
@@ -152,3 +167,22 @@ class SweepSummary(Callback):
         if problem:
             print(f"error: sweep {root}: {problem}", file=sys.stderr)
             sys.exit(2)
+
+
+def summarize_interrupted_sweep() -> None:
+    """After Ctrl-C: the summary of the runs of the running sweep (if any) that had started,
+    the unfinished ones as failed; no report (Hydra never calls on_multirun_end then)."""
+    root, SweepSummary.running = SweepSummary.running, None
+    runs = sweep_runs(root) if root else []
+    if not runs:
+        return
+    note = (
+        "Interrupted (Ctrl-C): the runs listed are those that had started; "
+        "a run that had not finished is listed as failed."
+    )
+    write_summary(root, runs, note)
+    summary = root / "sweep_summary.md"
+    print(
+        f"interrupted: the sweep's runs that had started are summarized in {summary}",
+        file=sys.stderr,
+    )

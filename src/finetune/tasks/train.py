@@ -7,11 +7,17 @@ that metrics.json's figures are the ones a later mode=eval of best_model.pt give
 """
 
 import logging
+import shlex
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +32,7 @@ from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
 from finetune.precision import resolve_numerics
 from finetune.resume import resume_checkpoint, resumed_settings
-from finetune.tasks import run_folder
+from finetune.tasks import run_folder, user_path
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,39 @@ def judge_config(cfg: DictConfig) -> DictConfig:
     scoring = scoring_settings(cfg)
     keys = ("precision", "deterministic", "benchmark")
     return OmegaConf.merge(cfg, {"trainer": {key: scoring[key] for key in keys}})
+
+
+def resume_hint(run_dir: Path, resume: Path | None) -> str:
+    """Where an interrupted run can go on from, and the command that does it: this command with
+    resume=<this run folder> (the README's syntax), once the run has saved a checkpoint."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() and not resume:
+        return "no epoch had ended, there is no checkpoint to resume from: run the command again"
+    overrides = list(HydraConfig.get().overrides.task)
+    if last.is_file():
+        checkpoint = last
+        overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "resume"]
+        overrides.append(f"resume={user_path(run_dir)}")
+    else:  # resumed, and interrupted before its first epoch ended: the same command again
+        checkpoint = resume
+    command = shlex.join(["python", "-m", "finetune", *overrides])
+    return f"the last checkpoint is {user_path(checkpoint)}; resume with: {command}"
+
+
+@contextmanager
+def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> Iterator[None]:
+    """Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored
+    from then on: that exit becomes a KeyboardInterrupt carrying resume_hint (the command line
+    says it and exits 130) and Ctrl-C works again (in a notebook, the next cell)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    except SystemExit as stop:
+        if not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt(resume_hint(run_dir, resume)) from None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -80,8 +119,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _phase(1, f"data: reading and splitting {datamodule.root}")
     datamodule.setup("fit")  # the decode check and the split now; fit reuses them
     sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
-    callbacks = training_callbacks(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, callbacks.all, training_loggers(cfg, run_dir))
+    loggers = training_loggers(cfg, run_dir)
+    callbacks = training_callbacks(cfg, run_dir, logged=bool(loggers))
+    trainer = build_trainer(cfg, run_dir, callbacks.all, loggers)
     epochs = cfg.trainer.max_epochs
     _phase(
         2,
@@ -91,7 +131,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        with ctrl_c_says_how_to_resume(run_dir, resume):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     except MisconfigurationException as error:  # e.g. a class name in monitor= that is not there
         raise UserError(f"Lightning stopped the run: {str(error).splitlines()[0][:300]}") from None
     checkpoint = callbacks.best
@@ -111,7 +152,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # in the arithmetic of evaluation. A trainer without logger, so that the TensorBoard curves
     # keep one point per epoch.
     judged = judge_config(cfg)
-    with process_flags_restored(full_float32=judged.trainer.precision == "32-true"):
+    full_float32 = judged.trainer.precision == "32-true"
+    with ctrl_c_says_how_to_resume(run_dir, resume), process_flags_restored(full_float32):
         judge = build_trainer(judged, run_dir, callbacks=callbacks.progress, logger=False)
         judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         val = _monitored(judge.callback_metrics, "val/") | _monitored(
