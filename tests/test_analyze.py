@@ -427,6 +427,31 @@ def test_broken_inputs_fail_in_one_line(
     assert not list(tmp_path.glob("analysis*/feature_stats.json"))
 
 
+def test_a_dataset_folder_given_but_missing_is_refused_before_the_weights_load(
+    trained_run, tmp_path, monkeypatch
+):
+    """A mistyped analysis.cifar_root is an error, not a skipped pair, and it comes before the
+    pretrained weights are loaded (a download can take a minute)."""
+    from finetune.errors import UserError
+    from finetune.tasks import analyze as analyze_module
+
+    def no_weights_yet(*args, **kwargs):
+        raise AssertionError("the pretrained weights were loaded before the inputs were checked")
+
+    monkeypatch.setattr(analyze_module, "build_network", no_weights_yet)
+    with pytest.raises(UserError, match=r"analysis\.cifar_root=.*nonexist does not exist"):
+        run(
+            [
+                "mode=analyze",
+                f"ckpt={trained_run / 'best_model.pt'}",
+                f"analysis.cifar_root={tmp_path / 'nonexist'}",
+                "analysis.num_images=4",
+                "data.loader.num_workers=0",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ]
+        )
+
+
 def test_precision_follows_inference_precision_only(
     analyze_run, trained_run, quick_analysis, relocated_analysis
 ):

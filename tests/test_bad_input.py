@@ -85,6 +85,19 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
         ("missing", ["does not exist", "data.root"]),
         ("empty_class", ["street", "holds no images"]),
         ("one_class", ["1 class folder", "at least 2"]),
+        (
+            "root/train/<class>",
+            [
+                "class folder ROOT/test holds no images directly inside it",
+                "data.root should be the folder whose sub-folders are the classes",
+                "did you mean data.root=ROOT/train?",
+            ],
+        ),
+        ("root/only/<class>", ["1 class folder", "did you mean data.root=ROOT/only?"]),
+        (
+            "class/2019/<images>",
+            ["class folder ROOT/street holds no images directly inside it", "move them up"],
+        ),
     ],
 )
 def test_broken_data_folders(user_folder, layout, words):
@@ -96,7 +109,18 @@ def test_broken_data_folders(user_folder, layout, words):
         (root / "street").mkdir()
     elif layout == "one_class":
         make_scene_folder(root, per_class=4, classes=["sea"])
-    assert_run_refuses("mode=train", f"data.root={root}", *QUICK)(*words)
+    elif layout == "root/train/<class>":  # data.root one level too high
+        make_scene_folder(root / "train", per_class=4)
+        make_scene_folder(root / "test", per_class=2)
+    elif layout == "root/only/<class>":
+        make_scene_folder(root / "only", per_class=2)
+    elif layout == "class/2019/<images>":
+        make_scene_folder(root, per_class=4)
+        shutil.move(root / "street", tmp_path / "2019")
+        (root / "street").mkdir()
+        shutil.move(tmp_path / "2019", root / "street" / "2019")
+    refused = assert_run_refuses("mode=train", f"data.root={root}", *QUICK)
+    refused(*(word.replace("ROOT", str(root)) for word in words))
 
 
 def test_refuse_instead_of_skip_when_asked(user_folder):
@@ -179,7 +203,7 @@ def test_a_distributed_child_joins_the_run_folder_of_its_rank_0(tmp_path, monkey
         (None, ["ckpt is not set"]),
         ("nowhere/best_model.pt", ["does not exist"]),
         ("folder", ["is a folder without best_model.pt"]),
-        ("notes.txt", ["refusing", "not a weights-only checkpoint"]),
+        ("notes.txt", ["notes.txt is not a checkpoint file"]),
     ],
 )
 def test_bad_checkpoint_arguments(user_folder, ckpt, words):

@@ -17,7 +17,7 @@ from finetune.data.datamodule import ImageDataModule
 from finetune.data.demo import materialise_demo
 from finetune.data.folder import scan_folder
 from finetune.data.imagenet_val import imagenet_items
-from finetune.data.images import load_rgb, split_readable
+from finetune.data.images import find_images, load_rgb, split_readable
 from finetune.data.loaders import loader_settings
 from finetune.data.splits import read_manifest, stratified_split
 from finetune.data.transforms import eval_transform
@@ -44,6 +44,39 @@ def test_class_order_is_sorted_folder_names(tmp_path):
     assert names == sorted(["sea", "Buildings", "forest", "alpha"])
     assert [items[i].split("/")[0] for i in range(0, 8, 2)] == names
     assert labels == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_images_deeper_than_a_class_folder_are_skipped_with_a_count(tmp_path, caplog):
+    """One rule for every folder (training, eval, predict): the images directly inside it.
+    Images in sub-folders of a class, or loose in data.root, are not read, and one warning
+    each says how many."""
+    root = make_scene_folder(tmp_path / "data", per_class=2, classes=["glacier", "sea"])
+    (root / "glacier" / "nested" / "deeper").mkdir(parents=True)
+    (root / "sea" / "2019").mkdir()
+    (root / "sea" / ".cache").mkdir()  # hidden: ignored, not counted
+    for name in ("glacier/nested/deeper/x.jpg", "sea/2019/y.jpg", "sea/.cache/z.jpg", "loose.jpg"):
+        shutil.copy(root / "sea" / "img_000.jpg", root / name)
+    with caplog.at_level("WARNING"):
+        names, items, labels = scan_folder(root)
+    assert items == [
+        "glacier/img_000.jpg",
+        "glacier/img_001.jpg",
+        "sea/img_000.jpg",
+        "sea/img_001.jpg",
+    ]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "skipping 2 image(s) in sub-folders, e.g. glacier/nested/deeper/x.jpg" in warnings[0]
+    assert "skipping 1 image(s) directly in" in warnings[1] and "loose.jpg" in warnings[1]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # predict.input: the same rule
+        assert find_images(root / "sea", "predict.input") == (
+            root / "sea",
+            ["img_000.jpg", "img_001.jpg"],
+        )
+    assert "skipping 1 image(s) in sub-folders, e.g. 2019/y.jpg" in caplog.text
+    with pytest.raises(UserError, match=r"holds no image files directly inside it \(its 1 image"):
+        find_images(root / "glacier" / "nested", "predict.input")
 
 
 def test_split_sizes_stratified_and_disjoint(tmp_path):

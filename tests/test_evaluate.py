@@ -4,8 +4,10 @@ deterministic scores, and the checkpoints and data it must refuse."""
 import csv
 import json
 import logging
+import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,12 @@ from finetune.checkpoint import LoadedModel, load_checkpoint
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
-from finetune.evaluation_data import TRANSFORM_KEYS, evaluation_data, evaluation_split
+from finetune.evaluation_data import (
+    TRANSFORM_KEYS,
+    evaluation_data,
+    evaluation_split,
+    model_labels,
+)
 from finetune.inference import softmax_scores
 from finetune.network import build_network
 from finetune.reports.eval_figures import rank_by_class
@@ -396,6 +403,109 @@ def test_reproduction_fails_on_a_perturbed_file_and_keeps_the_outputs(original_e
     assert check["rows_differ"] == 1 and check["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
 
 
+REVERSED = SCENE_CLASSES[::-1]
+RENAMED = [name.capitalize() if name == "street" else name for name in SCENE_CLASSES]
+
+
+@pytest.mark.parametrize(
+    ("data_classes", "expected"),
+    [
+        (SCENE_CLASSES, list(range(6))),
+        (REVERSED, [5, 4, 3, 2, 1, 0]),
+        (sorted(RENAMED), "rename the data's class folders"),
+        (SCENE_CLASSES[:5], "predicts 6 classes but the data at /d has 5"),
+    ],
+    ids=["same names, same order", "same names, other order", "a name differs", "fewer classes"],
+)
+def test_data_classes_are_matched_to_the_model_by_name(data_classes, expected):
+    """The data's class i gets the model's label of the same name; other names are refused in
+    one line that names both lists (position would score silently wrong labels)."""
+    loaded = _checkpoint(SCENES)
+    if isinstance(expected, list):
+        assert model_labels(loaded, data_classes, "/d") == expected
+        return
+    with pytest.raises(UserError, match=re.escape(expected)) as error:
+        model_labels(loaded, data_classes, "/d")
+    message = str(error.value)
+    if len(data_classes) == 6:
+        assert ", ".join(data_classes) in message and ", ".join(SCENE_CLASSES) in message
+
+
+def renamed_scene_folder(scene_root: Path, folder: Path, names: dict[str, str]) -> Path:
+    """scene_root's class folders under other names (symbolic links: no copy)."""
+    folder.mkdir(parents=True)
+    for name in SCENE_CLASSES:
+        (folder / names.get(name, name)).symlink_to(scene_root / name, target_is_directory=True)
+    return folder
+
+
+def test_a_model_whose_classes_are_in_another_order_scores_by_name(soft_ckpt, soft_eval, tmp_path):
+    """The same network with its classes (and head rows) listed in reverse: eval matches the
+    data's labels by name, so every per-class number and every predicted name is unchanged."""
+    payload = torch.load(soft_ckpt, weights_only=True)
+    order = list(range(len(SCENE_CLASSES)))[::-1]
+    payload["class_names"] = [payload["class_names"][i] for i in order]
+    for key in ("fc.weight", "fc.bias"):
+        payload["state_dict"][key] = payload["state_dict"][key][order]
+    (tmp_path / "reversed").mkdir()
+    torch.save(payload, tmp_path / "reversed" / "best_model.pt")
+    evaluate(tmp_path / "reversed" / "best_model.pt", tmp_path)
+
+    expected = json.loads((soft_eval / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["class_names"] == REVERSED
+    for key in ("acc", "acc_mean", "map"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
+    for key in ("acc_class", "ap_class"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
+    rows = {}
+    for folder in (soft_eval, tmp_path / "eval"):
+        with (folder / "predictions.csv").open(newline="") as handle:
+            rows[folder] = [(r["path"], r["label"], r["predicted"]) for r in csv.DictReader(handle)]
+    assert rows[tmp_path / "eval"] == rows[soft_eval]
+
+
+@pytest.mark.parametrize("mode", ["eval", "analyze"])
+def test_data_with_other_class_names_is_refused(mode, trained_run, scene_root, tmp_path):
+    """`street` renamed `Street`: one line naming both lists, for every task that scores a
+    checkpoint on data (through evaluation_split), before any image is read."""
+    renamed = renamed_scene_folder(scene_root, tmp_path / "renamed", {"street": "Street"})
+    overrides = [
+        f"mode={mode}",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        "data.source=config",
+        f"data.root={renamed}",
+        "data.split.test=12",
+        "data.split.val=6",
+        "data.loader.num_workers=0",
+        f"hydra.run.dir={tmp_path / mode}",
+    ]
+    with pytest.raises(UserError) as error:
+        run(overrides)
+    message = str(error.value)
+    assert ", ".join(sorted(RENAMED)) in message and ", ".join(SCENE_CLASSES) in message
+    assert "rename the data's class folders" in message
+
+
+def test_a_checkpoint_without_its_manifest_recomputes_its_own_split(trained_run, tmp_path):
+    """best_model.pt alone, its split.csv gone: the split is made again from the data.split the
+    checkpoint records (not the configured 3000/2000), which is exactly the training split."""
+    payload = torch.load(trained_run / "best_model.pt", weights_only=True)
+    payload["manifest"] = str(tmp_path / "gone" / "split.csv")
+    (tmp_path / "lonely").mkdir()
+    torch.save(payload, tmp_path / "lonely" / "best_model.pt")
+    evaluate(tmp_path / "lonely" / "best_model.pt", tmp_path)
+    log = (tmp_path / "eval" / "finetune.log").read_text(encoding="utf-8")
+    assert "recomputed from the checkpoint's own data.split (test=12, val=12, seed=42)" in log
+    rows = {}
+    for run_dir in (trained_run, tmp_path / "eval"):
+        with (run_dir / "split.csv").open(newline="") as handle:
+            rows[run_dir] = [tuple(row.values()) for row in csv.DictReader(handle)]
+    assert rows[tmp_path / "eval"] == rows[trained_run]  # every image in its training split
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == len(manifest_split(trained_run)[0]) == 12
+
+
 class _Marker:
     """Unpickling this object opens (creates) a file: the stand-in for malicious code."""
 
@@ -449,22 +559,45 @@ def test_class_count_mismatch_is_refused(trained_run, cifar_root, tmp_path):
     assert "predicts 6 classes" in message and "has 10" in message
 
 
-def test_code_in_a_checkpoint_is_never_run(tmp_path):
+def _write(obj: object, path: Path, writer: str) -> None:
+    if writer == "torch.save":
+        torch.save(obj, path)
+    else:
+        with path.open("wb") as handle:
+            pickle.dump(obj, handle, protocol=4)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_code_in_a_checkpoint_is_never_run(writer, tmp_path):
+    """Refused in one line that never suggests turning the check off; torch's warning about a
+    raw pickle's protocol is not shown; the payload never runs."""
     marker, proof = tmp_path / "pwned", tmp_path / "payload_works"
     evil = tmp_path / "best_model.pt"
-    torch.save({"format": "finetune.best_model/1", "state_dict": _Marker(marker)}, evil)
-    torch.save(_Marker(proof), tmp_path / "proof.pt")
-    torch.load(tmp_path / "proof.pt", weights_only=False)  # unsafe load: the payload works
+    _write({"format": "finetune.best_model/1", "state_dict": _Marker(marker)}, evil, writer)
+    _write(_Marker(proof), tmp_path / "proof.pt", writer)
+    with (tmp_path / "proof.pt").open("rb") as handle:  # an unsafe load: the payload works
+        torch.load(handle, weights_only=False) if writer == "torch.save" else pickle.load(handle)
     assert proof.exists()
 
-    message = evaluation_error(evil, tmp_path)
-    assert "refusing" in message and str(evil) in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = evaluation_error(evil, tmp_path)
+    assert (
+        message
+        == f"{evil} is not a weights-only checkpoint: it would run code when loaded, refused"
+    )
+    assert not [str(w.message) for w in caught if "pickle protocol" in str(w.message)]
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [(b"not a checkpoint\n", "refusing"), (None, "not a finetune checkpoint")],
+    [
+        (b"not a checkpoint\n", "is not a checkpoint file: torch.load cannot read it"),
+        (b"", "is not a checkpoint file: torch.load cannot read it"),
+        (None, "not a finetune checkpoint"),
+    ],
+    ids=["text", "empty", "foreign dict"],
 )
 def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
     path = tmp_path / "model.pt"
@@ -472,8 +605,9 @@ def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
         torch.save({"weights": torch.zeros(3)}, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(UserError, match=words):
+    with pytest.raises(UserError, match=words) as error:
         load_checkpoint(path)
+    assert "weights-only" not in str(error.value) and "(101)" not in str(error.value)
 
 
 def _compose(overrides: list[str]):

@@ -51,12 +51,14 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, user_folder, caps
     output = console.out + console.err
     assert "predictions" in output  # the console was captured
     warnings = [line for line in output.splitlines() if "[WARNING]" in line]
-    assert len(warnings) == 1 and "broken.jpg" in warnings[0], warnings
+    assert len(warnings) == 2, warnings  # the rule of every folder: its own images only
+    assert "skipping 1 image(s) in sub-folders, e.g. nested/a.jpg" in warnings[0]
+    assert "broken.jpg" in warnings[1]
     assert "notes.txt" not in output and ".hidden" not in output and ".cache" not in output
 
     with (run / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    expected = sorted(good)  # b.jpg, c (1).jpg, nested/a.jpg
+    expected = ["b.jpg", "c (1).jpg"]  # nested/a.jpg: in a sub-folder, skipped
     assert [row["file"] for row in rows] == [str(folder / name) for name in expected]
 
     direct = direct_scores(ckpt, folder, expected).numpy()

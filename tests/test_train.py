@@ -7,6 +7,9 @@ validation equal to one process) is proven in this process and stays fast."""
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +22,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import (
+    REPO,
     TINY,
+    as_user_in,
     assert_one_line_error,
     cli_env,
     compose_config,
@@ -93,6 +98,41 @@ def test_run_folder_holds_everything(trained_run):
     # the exported figures are the ones TensorBoard saw at the best epoch
     best = metrics["best_epoch"]
     assert metrics["monitor"]["value"] == pytest.approx(tags["val/map"][best], abs=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_eval_takes_the_newest_best_model_not_the_newest_run_folder(tmp_path):
+    """A run that stopped early leaves a folder with no best_model.pt: `make eval` and `make
+    analyze` pass over it; with no model at all, make says so in one line and fails."""
+
+    def make(target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "-n", "--no-print-directory", "-f", str(REPO / "Makefile"), target],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+
+    (tmp_path / "pyproject.toml").touch()
+    (tmp_path / ".venv").mkdir()
+    os.utime(tmp_path / "pyproject.toml", (0, 0))  # the stamp is newer: nothing to install
+    (tmp_path / ".venv" / ".installed").touch()
+    for target in ("eval", "analyze"):
+        result = make(target)
+        assert result.returncode != 0 and result.stdout == "", result.stdout
+        assert (
+            result.stderr.count("\n") == 1 and "no outputs/train/*/*/best_model.pt" in result.stderr
+        )
+    trained = tmp_path / "outputs" / "train" / "2026-11-29" / "10-00-00-000001"
+    stopped = tmp_path / "outputs" / "train" / "2026-11-30" / "09-00-00-000001"  # newer
+    for run in (trained, stopped):
+        (run / ".hydra").mkdir(parents=True)
+        (run / "finetune.log").touch()
+    (trained / "best_model.pt").touch()
+    for target in ("eval", "analyze"):
+        command = make(target).stdout.split()
+        assert f"mode={target}" in command, command
+        assert f"ckpt={trained.relative_to(tmp_path)}/best_model.pt" in command, command
 
 
 def test_best_epoch_is_exported_not_the_last(tmp_path, scene_root):
@@ -286,7 +326,7 @@ def test_ddp_cli_run_on_cpu(tmp_path, scene_root):
     assert torch.load(run_dir / "best_model.pt", weights_only=True)["global_step"] == 2
 
 
-# Resuming: one uninterrupted two-epoch run is the reference for the kill test and the run the
+# Resuming: one uninterrupted two-epoch run is the reference for the Ctrl-C test and the run the
 # other resume tests continue. val/loss is monitored: a diverging run can only make it worse.
 RESUME = [
     *SCENE,
@@ -311,40 +351,56 @@ def logged_epochs(run_dir: Path) -> list[int]:
     return sorted({int(epoch) for epoch in scalars(run_dir)["epoch"]})
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root, uninterrupted):
-    """SIGKILL after the first epoch's checkpoint, resume from the run folder: weights and
-    metrics equal a run that was never interrupted (deterministic mode, same seed), and the
-    resumed run starts at the saved epoch."""
-    killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "finetune",
-            "mode=train",
-            f"data.root={scene_root}",
-            *RESUME,
-            f"hydra.run.dir={killed_dir}",
-        ],
-        cwd=tmp_path,
-        env=cli_env(None, tmp_path / "cache"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    first = killed_dir / "checkpoints" / "epoch000.ckpt"
-    deadline = time.time() + 240
-    while not (first.is_file() and (killed_dir / "checkpoints" / "last.ckpt").is_file()):
-        assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (killed_dir / "metrics.json").exists()
-    saved_epoch = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    assert saved_epoch == 0, "killed too late: the run went past its first epoch"
+def test_ctrl_c_says_how_to_resume_and_the_resumed_run_equals_an_uninterrupted_one(
+    tmp_path, scene_root, uninterrupted
+):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) after the first epoch's
+    checkpoint: status 130 and one line, on the console and in finetune.log, naming the last
+    checkpoint and the command that resumes; that command, run as printed, ends with the weights
+    and metrics of a run that was never interrupted (deterministic mode, same seed), and starts
+    at the saved epoch."""
+    interrupted_dir = tmp_path / "interrupted"
+    console = tmp_path / "console.txt"
+    with console.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "finetune",
+                "mode=train",
+                f"data.root={scene_root}",
+                *RESUME,
+                f"hydra.run.dir={interrupted_dir}",
+            ],
+            cwd=tmp_path,
+            env=cli_env(None, tmp_path / "cache"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        first = interrupted_dir / "checkpoints" / "epoch000.ckpt"
+        deadline = time.time() + 240
+        while not (first.is_file() and (interrupted_dir / "checkpoints" / "last.ckpt").is_file()):
+            assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=120) == 130, console.read_text()[-3000:]
+    assert not (interrupted_dir / "metrics.json").exists()
+    last = interrupted_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0, "interrupted after its first epoch"
+    said = [line for line in console.read_text().splitlines() if line.startswith("interrupted")]
+    assert len(said) == 1 and "Traceback" not in console.read_text(), console.read_text()
+    assert said[0] in (interrupted_dir / "finetune.log").read_text()
+    checkpoint, command = re.fullmatch(
+        r"interrupted: the last checkpoint is (\S+); resume with: (.+)", said[0]
+    ).groups()
+    assert checkpoint == "interrupted/checkpoints/last.ckpt"  # relative to where it was run
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "finetune"] and argv[-1] == "resume=interrupted", argv
 
     resumed_dir = tmp_path / "resumed"
-    got = train_in_process(resumed_dir, f"data.root={scene_root}", *RESUME, f"resume={killed_dir}")
+    with as_user_in(tmp_path):
+        got = train_in_process(resumed_dir, *argv[3:])
     assert logged_epochs(resumed_dir) == [1]  # it ran the second epoch only
     assert logged_epochs(uninterrupted) == [0, 1]
     assert (resumed_dir / "split.csv").read_text() == (uninterrupted / "split.csv").read_text()
@@ -354,7 +410,36 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, scene_root, uninterrupt
     )
     expected = json.loads((uninterrupted / "metrics.json").read_text())
     assert got["val"] == expected["val"] and got["test"] == expected["test"]
-    assert got["resumed_from"] == str(killed_dir / "checkpoints" / "last.ckpt")
+    assert got["resumed_from"] == "interrupted/checkpoints/last.ckpt"
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_gives_ctrl_c_back(tmp_path):
+    """What Lightning does on Ctrl-C (trainer/call.py: SIGINT ignored from then on, then
+    sys.exit(1) inside its `except KeyboardInterrupt`) becomes a KeyboardInterrupt that says
+    there is nothing to resume, and the SIGINT handler from before comes back (in a notebook,
+    Ctrl-C works again); any other exit passes through."""
+    from finetune.tasks.train import ctrl_c_says_how_to_resume
+
+    def lightning_answers_ctrl_c() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sys.exit(1)
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="no checkpoint to resume from: run the comm"):
+            with ctrl_c_says_how_to_resume(tmp_path, resume=None):
+                lightning_answers_ctrl_c()
+        assert signal.getsignal(signal.SIGINT) is before
+        try:  # caught as BaseException: a KeyboardInterrupt here would stop pytest itself
+            with ctrl_c_says_how_to_resume(tmp_path, resume=None):
+                sys.exit(1)
+        except BaseException as stopped:
+            assert type(stopped) is SystemExit
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_resumed_run_keeps_the_earlier_best_when_it_gets_worse(tmp_path, scene_root, uninterrupted):
@@ -403,7 +488,7 @@ def test_resume_from_a_file_that_cannot_be_resumed_is_one_line(tmp_path, scene_r
     last = uninterrupted / "checkpoints" / "last.ckpt"
     cases = [
         (scene_root, uninterrupted / "best_model.pt", "not a Lightning training checkpoint"),
-        (scene_root, uninterrupted / "split.csv", "not a weights-only Lightning checkpoint"),
+        (scene_root, uninterrupted / "split.csv", "is not a Lightning checkpoint file"),
         (scene_root, tmp_path / "nowhere.ckpt", "does not exist"),
         (other_classes, last, r"was trained on classes \['buildings'.*resume with the same data"),
     ]

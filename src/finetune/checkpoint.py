@@ -5,6 +5,9 @@ written by mode=export (ONNX, TorchScript) is recognised and refused in one line
 The one place that reads the LightningModule's state dict (`network_state`: the `net.` prefix).
 """
 
+import pickle
+import pickletools
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,12 @@ EXPORTED = {"onnx": ("ONNX", "onnxruntime"), "torchscript": ("TorchScript", "tor
 # opset_import, metadata_props. A torch.save file starts with a zip (PK) or pickle (0x80) header.
 _ONNX_FIRST_TAG = 0x08
 _ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72}
+# How torch (2.6+) begins the UnpicklingError of a file its weights-only unpickler refuses, and
+# the warning it gives first for a pickle that torch.save did not write.
+_WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+_PICKLE_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
+# The pickle opcodes that import (and may call) a name when the file is unpickled.
+_IMPORTING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
 
 
 @dataclass
@@ -39,20 +48,49 @@ class LoadedModel:
     path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     arch: str = DEFAULT_ARCH  # the torchvision architecture, rebuilt from the checkpoint
+    # the data.split (test, val, seed) it was trained with: redoes its split without the manifest
+    split: dict[str, Any] | None = None
 
 
-def weights_only_load(path: Path, refusal: str) -> Any:
-    """torch.load with weights_only=True: a file that would run code, or anything else that
-    fails to unpickle safely, is `refusal` and the first line of the reason, as a UserError."""
+def weights_only_load(path: Path, refusal: str, unreadable: str | None = None) -> Any:
+    """torch.load with weights_only=True. A pickle that the safe unpickler refuses (it names
+    code to import and call, or is not a torch.save file) is `refusal`; a file torch.load cannot
+    read at all (text, empty, damaged) is `unreadable` (default `refusal`): each one UserError
+    line. Torch's own advice in the refusal (turn the check off) is never passed on, nor its
+    warning about a raw pickle's protocol, which comes before that refusal."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle safely: refuse the file
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise UserError(f"{refusal} ({reason})") from None
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=_PICKLE_PROTOCOL_WARNING, category=UserWarning
+            )
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if message.startswith(_WEIGHTS_ONLY_REFUSAL) and ("GLOBAL" in message or _imports(path)):
+            raise UserError(f"{refusal}: it would run code when loaded, refused") from None
+        raise UserError(_unreadable_message(unreadable or refusal)) from None
+    except Exception:  # noqa: BLE001 - text, an empty or a damaged file: all mean the same here
+        raise UserError(_unreadable_message(unreadable or refusal)) from None
+
+
+def _imports(path: Path) -> bool:
+    """Whether `path` is a plain pickle (pickle.dump, which torch's safe unpickler does not
+    parse) that imports a name when loaded; its opcodes are read, nothing is run."""
+    try:
+        with path.open("rb") as handle:
+            return any(op.name in _IMPORTING_OPCODES for op, _, _ in pickletools.genops(handle))
+    except Exception:  # noqa: BLE001 - not a pickle at all (text, garbage): it imports nothing
+        return False
+
+
+def _unreadable_message(subject: str) -> str:
+    return f"{subject}: torch.load cannot read it (not a file written by torch.save, or damaged)"
 
 
 def _torch_load(path: Path) -> Any:
-    return weights_only_load(path, f"refusing to load {path}: not a weights-only checkpoint")
+    return weights_only_load(
+        path, f"{path} is not a weights-only checkpoint", f"{path} is not a checkpoint file"
+    )
 
 
 def network_state(lightning_state: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +201,7 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         state = payload["state_dict"]
         metrics = payload.get("metrics", {})
         manifest = _resolve_manifest(payload.get("manifest"), [path.parent / "split.csv"])
+        split = payload.get("hyper_parameters", {}).get("data", {}).get("split")
     elif "state_dict" in payload and "class_names" in payload.get("hyper_parameters", {}):
         hparams = payload["hyper_parameters"]
         class_names, data = hparams["class_names"], hparams["data"]
@@ -170,6 +209,7 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         state = network_state(payload["state_dict"])
         metrics = {}
         manifest = _resolve_manifest(None, [path.parent.parent / "split.csv"])
+        split = hparams["data"].get("split")
     else:
         raise UserError(
             f"ckpt={path} is not a finetune checkpoint: expected best_model.pt or a .ckpt "
@@ -186,4 +226,6 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
             f"ckpt={path} does not fit a {arch}: {str(error).splitlines()[0]}"
         ) from None
     net.eval()
-    return LoadedModel(net, list(class_names), dict(data), manifest, path, dict(metrics), arch)
+    return LoadedModel(
+        net, list(class_names), dict(data), manifest, path, dict(metrics), arch, split
+    )

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset
 
 from finetune.checkpoint import LoadedModel
 from finetune.data.datamodule import ImageDataModule
+from finetune.data.datasets import ImageDataset
 from finetune.data.splits import SPLITS
 from finetune.errors import UserError
 
@@ -72,38 +72,54 @@ def _checkpoint_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
         manifest=None if loaded.manifest is None else str(loaded.manifest),
     )
     if loaded.manifest is None:
-        log.warning(
-            "%s has no split manifest (split.csv not found where it was written nor beside the "
-            "checkpoint): split=%s is taken from a fresh split of %s (data.split, seed=%s), the "
-            "training split only if those and the data are unchanged; data.source=config "
-            "data.manifest=... chooses another split",
-            loaded.path,
-            cfg.split,
-            data["root"],
-            cfg.seed,
-        )
+        _recompute_split(data, loaded, cfg.split)
     return data
 
 
-def check_classes(loaded: LoadedModel, data_classes: list[str], root: Any) -> None:
-    """Refuse data with another class count; warn when only the names differ."""
-    if len(data_classes) != len(loaded.class_names):
+def _recompute_split(data: dict[str, Any], loaded: LoadedModel, split: str) -> None:
+    """Without its manifest, the checkpoint's split is made again from the data.split (test,
+    val, seed) it was trained with: the same split as long as the data are unchanged. (Every
+    checkpoint written by mode=train records it; else the configured data.split is used.)"""
+    source = "the checkpoint's own" if loaded.split is not None else "the configured"
+    data["split"] = dict(loaded.split or data["split"])
+    log.warning(
+        "%s has no split manifest (split.csv not found where it was written nor beside the "
+        "checkpoint): split=%s is recomputed from %s data.split (%s) on %s, the training split "
+        "as long as the data are unchanged; data.source=config data.manifest=... chooses "
+        "another split",
+        loaded.path,
+        split,
+        source,
+        ", ".join(f"{key}={value}" for key, value in data["split"].items()),
+        data["root"],
+    )
+
+
+def model_labels(loaded: LoadedModel, data_classes: list[str], root: Any) -> list[int]:
+    """The checkpoint's label of each of the data's classes, matched by name: the same names in
+    another order are matched; another count or other names are refused (matching those by
+    position would score silently wrong labels)."""
+    model_classes = list(loaded.class_names)
+    if len(data_classes) != len(model_classes):
         raise UserError(
-            f"ckpt={loaded.path} predicts {len(loaded.class_names)} classes but the data at "
+            f"ckpt={loaded.path} predicts {len(model_classes)} classes but the data at "
             f"{root} has {len(data_classes)}: evaluate a model on data with its own classes"
         )
-    if list(data_classes) != list(loaded.class_names):
-        log.warning(
-            "class names differ (model: %s; data: %s): labels are matched by position",
-            ", ".join(loaded.class_names),
-            ", ".join(data_classes),
+    if sorted(data_classes) != sorted(model_classes):
+        raise UserError(
+            f"the classes of the data at {root} ({', '.join(data_classes)}) are not those "
+            f"ckpt={loaded.path} predicts ({', '.join(model_classes)}): labels are matched by "
+            "name, so rename the data's class folders to the model's names"
         )
+    if list(data_classes) != model_classes:
+        log.info("the data lists the model's classes in another order: labels matched by name")
+    return [model_classes.index(name) for name in data_classes]
 
 
 class EvaluationSplit(NamedTuple):
     data: dict[str, Any]  # the data config of evaluation_data
     datamodule: ImageDataModule  # its eval_loader serves `dataset`
-    dataset: Dataset  # split `split=`, never empty
+    dataset: ImageDataset  # split `split=`, never empty, labelled as the model labels it
 
 
 def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None) -> EvaluationSplit:
@@ -120,9 +136,11 @@ def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None)
                 "has moved, add data.root=<its folder now> (the checkpoint's split is kept)"
             )
         raise UserError(f"data.root={datamodule.root} does not exist")
-    check_classes(loaded, datamodule.class_names, datamodule.root)
+    labels = model_labels(loaded, datamodule.class_names, datamodule.root)
     datamodule.setup()
     dataset = datamodule.datasets[cfg.split]
     if not len(dataset):
         raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
+    if labels != list(range(len(labels))):  # the model's labels, for every use of the split
+        dataset.labels = [labels[label] for label in dataset.labels]
     return EvaluationSplit(data_cfg, datamodule, dataset)

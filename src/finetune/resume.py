@@ -5,8 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from finetune.checkpoint import weights_only_load
 from finetune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -34,13 +33,11 @@ def resumed_settings(
     named in a warning and the checkpoint's settings are recorded instead. What Lightning would
     refuse with a traceback (not a training checkpoint, other classes) is refused in one line.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle safely: refuse the file
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise UserError(
-            f"resume={path}: not a weights-only Lightning checkpoint ({reason})"
-        ) from None
+    ckpt = weights_only_load(
+        path,
+        f"resume={path}: not a weights-only Lightning checkpoint",
+        f"resume={path} is not a Lightning checkpoint file",
+    )
     if not isinstance(ckpt, dict) or not {"optimizer_states", "loops"} <= ckpt.keys():
         raise UserError(
             f"resume={path} is not a Lightning training checkpoint (best_model.pt holds weights "

@@ -1,41 +1,103 @@
 """The scene layout (data.kind=folder): a root folder with one sub-folder of images per class."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from finetune.data.images import list_images, load_rgb
+from finetune.data.images import deeper_note, images_below, list_images, load_rgb
 from finetune.data.sources import Listing, drop_unreadable, manifest_listing, missing_class
 from finetune.data.splits import stratified_split
 from finetune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _root_one_level_too_high(root: Path) -> str:
+    """The hint for data.root=<root> when its folders hold class folders and no images of their
+    own (root/train/<class>, root/test/<class>): the folder among them whose sub-folders hold the
+    most images. "" when some folder of `root` holds images: it is a class folder, root is right."""
+    folders = _sub_folders(root)
+    if any(list_images(folder) for folder in folders):
+        return ""
+    holding = {
+        folder: sum(len(list_images(sub)) for sub in _sub_folders(folder)) for folder in folders
+    }
+    best = max(holding, key=holding.get, default=None)
+    if best is None or holding[best] == 0:
+        return ""
+    return (
+        ": data.root should be the folder whose sub-folders are the classes; did you mean "
+        f"data.root={best}?"
+    )
 
 
 def class_folders(root: Path) -> list[Path]:
     """Class sub-folders in sorted order (never os.listdir order); hidden folders are ignored."""
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist: set data.root=/path/to/class/folders")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = _sub_folders(root)
     if len(folders) < 2:
         raise UserError(
-            f"{root} has {len(folders)} class folder(s), need at least 2: "
-            "data.root must hold one sub-folder of images per class"
+            f"{root} has {len(folders)} class folder(s), need at least 2"
+            + (
+                _root_one_level_too_high(root)
+                or ": data.root must hold one sub-folder of images per class"
+            )
         )
     return folders
 
 
 def scan_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
-    """Class names, image paths relative to `root` (POSIX style) and their labels."""
+    """Class names, image paths relative to `root` (POSIX style) and their labels: the images
+    directly inside each class folder (finetune.data.images.list_images). Images deeper down,
+    or directly in `root` (in no class), are skipped with one warning that counts them."""
     folders = class_folders(root)
     items: list[str] = []
     labels: list[int] = []
+    deeper: list[Path] = []
     for label, folder in enumerate(folders):
-        images = list_images(folder)
+        images, below = list_images(folder), images_below(folder)
         if not images:
-            raise UserError(f"class folder {folder} holds no images: remove it or add images to it")
+            raise UserError(
+                f"class folder {folder} holds no images{_empty_class_hint(root, folder, below)}"
+            )
         items += [image.relative_to(root).as_posix() for image in images]
         labels += [label] * len(images)
+        deeper += below
+    if deeper:
+        log.warning(
+            "skipping %s: only the images directly inside a class folder of %s are read (move "
+            "them up into their class folder to use them)",
+            deeper_note(deeper, root),
+            root,
+        )
+    loose = list_images(root)
+    if loose:
+        log.warning(
+            "skipping %d image(s) directly in %s, e.g. %s: they are in no class folder",
+            len(loose),
+            root,
+            loose[0].name,
+        )
     return [folder.name for folder in folders], items, labels
+
+
+def _empty_class_hint(root: Path, folder: Path, below: list[Path]) -> str:
+    """What to do about a class folder without images of its own: when its sub-folders are
+    class folders themselves, data.root is one level too high (root/train/<class>)."""
+    if not below:
+        return ": remove it or add images to it"
+    note = (
+        f" directly inside it (its {deeper_note(below, root)}, are not read: only the images "
+        "directly inside a class folder are)"
+    )
+    return note + (_root_one_level_too_high(root) or ": move them up into it")
 
 
 class FolderReader:

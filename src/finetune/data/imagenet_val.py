@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from finetune.data.images import list_images
+from finetune.data.images import deeper_note, images_below, list_images
 from finetune.errors import UserError
 
 CLASSES = 1000
@@ -19,7 +19,14 @@ def imagenet_items(root: Path, labels_file: Path | None = None) -> tuple[list[st
         raise UserError(f"ImageNet folder {root} does not exist: set analysis.imagenet_root=...")
     items = [path.name for path in list_images(root)]
     if not items:
-        raise UserError(f"ImageNet folder {root} holds no images")
+        below = images_below(root)
+        hint = (
+            f" directly inside it (its {deeper_note(below, root)}: only a flat folder of "
+            "ILSVRC2012_val_*.JPEG is read)"
+            if below
+            else ""
+        )
+        raise UserError(f"ImageNet folder {root} holds no images{hint}")
     if labels_file is None:
         return items, [-1] * len(items)
     return items, _read_labels(Path(labels_file), len(items), root)

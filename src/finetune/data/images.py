@@ -2,6 +2,7 @@
 
 import errno
 import logging
+import os
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,14 +25,32 @@ def is_image_name(path: Path) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside `folder`, sorted by name."""
+    """The image files directly inside `folder`, sorted by name: the one rule of every folder
+    this package reads (a class folder, predict.input, an ImageNet folder). Images deeper down
+    are not read (`images_below` finds them, to say so)."""
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
 
 
+def images_below(folder: Path) -> list[Path]:
+    """The image files in the sub-folders of `folder`, at any depth, hidden folders left out
+    (sorted): the images `list_images` does not read. Cheap for flat folders (one listing)."""
+    found = []
+    for current, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        if Path(current) != folder:
+            found += [Path(current) / name for name in files if is_image_name(Path(name))]
+    return sorted(found)
+
+
+def deeper_note(skipped: Sequence[Path], root: Path) -> str:
+    """'3 image(s) in sub-folders, e.g. a/b/x.jpg' for warnings and errors."""
+    return f"{len(skipped)} image(s) in sub-folders, e.g. {skipped[0].relative_to(root).as_posix()}"
+
+
 def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
-    """An image file, or the image files anywhere under a folder (hidden folders left out), as
-    a root folder and paths relative to it (POSIX style, sorted); `key` names the setting that
-    gave `path` in the errors."""
+    """An image file, or the image files directly inside a folder (`list_images`), as a root
+    folder and names relative to it (sorted); images in its sub-folders are skipped with one
+    warning that counts them. `key` names the setting that gave `path` in the errors."""
     if path.is_file():
         if not is_image_name(path):
             raise UserError(
@@ -40,12 +59,19 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
         return path.parent, [path.name]
     if not path.is_dir():
         raise UserError(f"{key}={path} does not exist: pass an image file or a folder of images")
-    relative = (file.relative_to(path) for file in path.rglob("*") if file.is_file())
-    return path, sorted(
-        item.as_posix()
-        for item in relative
-        if is_image_name(item) and not any(part.startswith(".") for part in item.parts)
-    )
+    images, deeper = list_images(path), images_below(path)
+    if not images:
+        hint = f" (its {deeper_note(deeper, path)}: pass one of those folders)" if deeper else ""
+        raise UserError(f"{key}={path} holds no image files directly inside it{hint}")
+    if deeper:
+        log.warning(
+            "skipping %s: only the images directly inside %s=%s are read (pass a sub-folder to "
+            "read its images)",
+            deeper_note(deeper, path),
+            key,
+            path,
+        )
+    return path, [image.name for image in images]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -9,7 +9,8 @@ values and the eigenvalue spectrum of the channel covariance (finetune.features)
   score (finetune.evaluation_data), of an ImageNet folder and of CIFAR-10's test batch.
 - Only what is absent is skipped, with one warning: a dataset not given (analysis.imagenet_root
   or analysis.cifar_root null) and ImageNet weights that cannot be had (WeightsUnavailable).
-  Anything given but missing or broken is a UserError before any result is written.
+  Anything given but missing or broken (a mistyped folder too) is a UserError, raised before
+  the pretrained weights are loaded (or downloaded) and before any result is written.
 - Each pair runs through the one inference path (finetune.inference.run_predict): Lightning's
   predict loop on one device under inference.precision, never trainer.precision; the statistics
   are float64 either way. The reports: finetune.reports.analysis_report.
@@ -59,11 +60,11 @@ def _skip(skipped: list[dict[str, str]], what: str, name: str, reason: str) -> N
     skipped.append({what: name, "reason": reason})
 
 
-def _models(cfg: DictConfig, loaded: LoadedModel, skipped: list) -> dict[str, nn.Module]:
-    """The checkpoint's network and, when its weights can be had, the pretrained one."""
-    models = {"fine-tuned": loaded.net}
+def _pretrained(cfg: DictConfig, loaded: LoadedModel, skipped: list) -> nn.Module | None:
+    """The ImageNet-pretrained network of the checkpoint's architecture (new head), or None
+    when its weights cannot be had (skipped)."""
     try:
-        models["pretrained"] = build_network(
+        return build_network(
             len(loaded.class_names),
             "imagenet",
             cfg.model.head_seed,
@@ -72,7 +73,7 @@ def _models(cfg: DictConfig, loaded: LoadedModel, skipped: list) -> dict[str, nn
         ).eval()
     except WeightsUnavailable as error:  # absent: skipped; weights there but wrong: UserError
         _skip(skipped, "model", "pretrained", str(error))
-    return models
+        return None
 
 
 def _measure(
@@ -109,18 +110,22 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     loaded = load_model(cfg)
     modules = default_feature_modules(loaded.arch, loaded.net) if listed is None else listed
     skipped: list[dict[str, str]] = []
-    models = _models(cfg, loaded, skipped)
     # Unknown module names are a mistake in the command: refused before any data is read.
-    extractors = {name: feature_extractor(net, modules) for name, net in models.items()}
+    extractors = {"fine-tuned": feature_extractor(loaded.net, modules)}
     run_dir = run_folder()
     require_new_run_folder(run_dir)
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
     evaluated = evaluation_split(cfg, loaded, None)  # the data and split mode=eval would score
+    # Every dataset given is read and checked before the pretrained weights are loaded (or
+    # downloaded): a mistyped folder answers at once.
     datasets, sources, absent = analysis_samples(
         cfg.analysis, evaluated.datamodule, cfg.split, cfg.seed, transform
     )
     for name, reason in absent:
         _skip(skipped, "dataset", name, reason)
+    pretrained = _pretrained(cfg, loaded, skipped)
+    if pretrained is not None:
+        extractors["pretrained"] = feature_extractor(pretrained, modules)
     records, device = _measure(cfg, run_dir, extractors, datasets, modules)
     payload = {
         "checkpoint": str(loaded.path),

@@ -1,7 +1,9 @@
-"""mode=predict: class scores for new images (a file, or a folder searched recursively).
+"""mode=predict: class scores for new images (a file, or the images directly inside a folder).
 
-The images come through the data layer (finetune.data.images.find_images: hidden files and
-files without an image suffix are ignored silently; finetune.data.sources.drop_unreadable:
+The images come through the data layer, by the rule every folder is read with
+(finetune.data.images.find_images: the images directly inside, as in a class folder; images in
+sub-folders are skipped with one warning that counts them; hidden files and files without an
+image suffix are ignored silently; finetune.data.sources.drop_unreadable:
 image files that do not decode are skipped with one warning naming them), the scores through
 the one inference path (finetune.inference: float32 unless inference.precision says otherwise).
 Rows follow sorted relative paths.
