@@ -418,7 +418,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_so_and_gives_ctrl_c_back(tmp_pa
     sys.exit(1) inside its `except KeyboardInterrupt`) becomes a KeyboardInterrupt that says
     there is nothing to resume, and the SIGINT handler from before comes back (in a notebook,
     Ctrl-C works again); any other exit passes through."""
-    from finetune.tasks.train import ctrl_c_says_how_to_resume
+    from finetune.resume import ctrl_c_says_how_to_resume
 
     def lightning_answers_ctrl_c() -> None:
         try:

@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 from finetune.api import config_dir
 from finetune.choices import check_command_line
 from finetune.errors import UserError
+from finetune.io import user_path
 from finetune.sweep import summarize_interrupted_sweep
-from finetune.tasks import FILE_ONLY, quiet_console, run_task, user_path
+from finetune.tasks import FILE_ONLY, quiet_console, run_task
 
 log = logging.getLogger("finetune")
 

@@ -1,4 +1,5 @@
-"""Atomic, no-clobber file writing: a kill at any moment leaves the old file or the new one."""
+"""Atomic, no-clobber file writing (a kill at any moment leaves the old file or the new one), and
+paths written as the user typed them."""
 
 import csv
 import json
@@ -12,6 +13,15 @@ from finetune.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def user_path(path: Path | str) -> str:
+    """`path` as a user types it: relative to the working folder when inside it."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from finetune.errors import UserError
-from finetune.tasks import user_path
+from finetune.io import user_path
 
 
 def _folder(run_dir: Path) -> str:

@@ -1,12 +1,21 @@
-"""Resuming a training run: which checkpoint, and the optimizer and scheduler settings it was
-saved with (Lightning restores their state from it, so those are the settings in use)."""
+"""Resuming a training run: which checkpoint, the optimizer and scheduler settings it was
+saved with (Lightning restores their state from it, so those are the settings in use), and the
+command that resumes a run stopped with Ctrl-C."""
 
 import logging
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+
 from finetune.checkpoint import weights_only_load
 from finetune.errors import UserError
+from finetune.io import user_path
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +74,36 @@ def resumed_settings(
                 ", ".join(f"checkpoint: {key}={earlier[group].get(key)}" for key in changed),
             )
     return earlier["optimizer"], earlier["scheduler"]
+
+
+def resume_hint(run_dir: Path, resume: Path | None) -> str:
+    """Where an interrupted run can go on from, and the command that does it: this command with
+    resume=<this run folder> (the README's syntax), once the run has saved a checkpoint."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() and not resume:
+        return "no epoch had ended, there is no checkpoint to resume from: run the command again"
+    overrides = list(HydraConfig.get().overrides.task)
+    if last.is_file():
+        checkpoint = last
+        overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "resume"]
+        overrides.append(f"resume={user_path(run_dir)}")
+    else:  # resumed, and interrupted before its first epoch ended: the same command again
+        checkpoint = resume
+    command = shlex.join(["python", "-m", "finetune", *overrides])
+    return f"the last checkpoint is {user_path(checkpoint)}; resume with: {command}"
+
+
+@contextmanager
+def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> Iterator[None]:
+    """Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored
+    from then on: that exit becomes a KeyboardInterrupt carrying resume_hint (the command line
+    says it and exits 130) and Ctrl-C works again (in a notebook, the next cell)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    except SystemExit as stop:
+        if not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt(resume_hint(run_dir, resume)) from None

@@ -153,15 +153,6 @@ def run_folder() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def user_path(path: Path | str) -> str:
-    """`path` as a user types it: relative to the working folder when inside it."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd()))
-    except ValueError:
-        return str(resolved)
-
-
 def _task(mode: str) -> Callable[[DictConfig], dict]:
     module, name = TASKS[mode].split(":")
     return getattr(import_module(module), name)

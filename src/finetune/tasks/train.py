@@ -7,17 +7,11 @@ that metrics.json's figures are the ones a later mode=eval of best_model.pt give
 """
 
 import logging
-import shlex
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -31,8 +25,8 @@ from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
 from finetune.precision import resolve_numerics
-from finetune.resume import resume_checkpoint, resumed_settings
-from finetune.tasks import run_folder, user_path
+from finetune.resume import ctrl_c_says_how_to_resume, resume_checkpoint, resumed_settings
+from finetune.tasks import run_folder
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -57,39 +51,6 @@ def judge_config(cfg: DictConfig) -> DictConfig:
     scoring = scoring_settings(cfg)
     keys = ("precision", "deterministic", "benchmark")
     return OmegaConf.merge(cfg, {"trainer": {key: scoring[key] for key in keys}})
-
-
-def resume_hint(run_dir: Path, resume: Path | None) -> str:
-    """Where an interrupted run can go on from, and the command that does it: this command with
-    resume=<this run folder> (the README's syntax), once the run has saved a checkpoint."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file() and not resume:
-        return "no epoch had ended, there is no checkpoint to resume from: run the command again"
-    overrides = list(HydraConfig.get().overrides.task)
-    if last.is_file():
-        checkpoint = last
-        overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "resume"]
-        overrides.append(f"resume={user_path(run_dir)}")
-    else:  # resumed, and interrupted before its first epoch ended: the same command again
-        checkpoint = resume
-    command = shlex.join(["python", "-m", "finetune", *overrides])
-    return f"the last checkpoint is {user_path(checkpoint)}; resume with: {command}"
-
-
-@contextmanager
-def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> Iterator[None]:
-    """Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored
-    from then on: that exit becomes a KeyboardInterrupt carrying resume_hint (the command line
-    says it and exits 130) and Ctrl-C works again (in a notebook, the next cell)."""
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    except SystemExit as stop:
-        if not isinstance(stop.__context__, KeyboardInterrupt):
-            raise
-        if threading.current_thread() is threading.main_thread() and handler is not None:
-            signal.signal(signal.SIGINT, handler)
-        raise KeyboardInterrupt(resume_hint(run_dir, resume)) from None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
