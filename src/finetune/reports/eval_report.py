@@ -96,7 +96,11 @@ def write_figures(
             figure = figs.training_curves_figure(curves)
             sink.write("training_curves", "eval/training_curves", figure)
         else:
-            log.info("no training logs beside %s: no training-curve figure", loaded.path)
+            log.info(  # logger=csv or mlflow runs have their curves elsewhere
+                "no TensorBoard logs beside %s (the figure reads logger=tensorboard's): "
+                "no training-curve figure",
+                loaded.path,
+            )
     finally:
         sink.close()
     return sink.paths, matrix.tolist()
