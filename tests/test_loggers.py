@@ -134,7 +134,9 @@ def test_no_logger_trains_and_its_eval_says_there_are_no_training_logs(tmp_path,
     assert metrics["best_epoch"] == results["best_epoch"] and metrics["test"]["test/map"] >= 0
     assert (train_dir / "best_model.pt").is_file() and not (train_dir / "tensorboard").exists()
 
-    run_in_process("mode=eval", f"ckpt={train_dir / 'best_model.pt'}", f"hydra.run.dir={eval_dir}")
+    run_in_process(
+        "mode=eval", f"ckpt={train_dir / 'best_model.pt'}", f"hydra.run.dir={eval_dir}", *TINY
+    )
     assert "no TensorBoard logs beside" in (eval_dir / "finetune.log").read_text()
     figures = {path.name for path in eval_dir.rglob("*.png")}
     assert "confusion_matrix.png" in figures and "training_curves.png" not in figures
