@@ -44,7 +44,7 @@ def test_run_trains_and_evaluates_like_the_cli(tmp_path, scene_root, monkeypatch
 def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     overrides = [f"data.root={scene_root}", "optimizer=adamw", "trainer.max_epochs=0", *TINY]
-    with pytest.raises(UserError):  # max_epochs=0 selects no checkpoint; the config is written
+    with pytest.raises(UserError):  # max_epochs=0 is refused by the task: the config is written
         run(["mode=train", f"hydra.run.dir={tmp_path / 'api'}", *overrides])
     cli = run_cli("--cfg", "job", "mode=train", *overrides, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
@@ -61,6 +61,21 @@ def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
         assert line == f"error: {raised.value}"
     with pytest.raises(TypeError, match="list of strings"):
         run("mode=eval ckpt=x")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["-m", "optimizer.lr=1e-2,1e-3"], ["--multirun", "seed=1,2"], ["--cfg", "job"]],
+)
+def test_flags_are_for_the_command_line(tmp_path, monkeypatch, overrides):
+    """A sweep or a flag is refused in one line that gives the command line instead."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as raised:
+        run(overrides)
+    message = str(raised.value)
+    assert overrides[0] in message and "\n" not in message
+    assert f"python -m finetune {' '.join(overrides)}" in message
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_run_from_a_non_editable_install(tmp_path):

@@ -16,7 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
-from conftest import REPO, TINY, assert_one_line_error, assert_run_refuses, cli_env, run_cli
+from conftest import (
+    REPO,
+    TINY,
+    assert_one_line_error,
+    assert_run_refuses,
+    cli_env,
+    compose_config,
+    run_cli,
+)
 
 
 def imported_modules(*arguments: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -227,11 +235,32 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["hydra/launcher=nope"], ["hydra/launcher/nope", "basic"]),
         (["--no-such-flag"], ["--no-such-flag"]),
         (["-m", "--cfg", "job"], ["only one of"]),
+        (
+            ["data.root=/data/scènes"],
+            ["LexerNoViableAltException", "quote the value", """'data.root="/data/scènes"'"""],
+        ),
+        (
+            ["experiment=report", "data.root=/data"],
+            ["experiment=report", "add -m", "optimizer.lr=1e-2,1e-3,1e-4", "python -m finetune -m"],
+        ),
+        (["report.after_sweep=true", "data.root=/data"], ["report.after_sweep=true", "add -m"]),
     ],
 )
 def test_hydra_errors_end_in_one_line_and_write_nothing(tmp_path, capsys, overrides, words):
     assert_hydra_error_in_one_line(run_main(*overrides, cwd=tmp_path, capsys=capsys), *words)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("value", ["/data/scènes", "/data/scènes bad ü", "/data/写真", "/d/it's"])
+def test_the_quoting_hint_is_an_override_hydra_reads(value):
+    """The override the lexer error suggests composes to the value the user meant."""
+    from finetune.choices import check_command_line
+
+    with pytest.raises(UserError) as raised:
+        check_command_line([f"data.root={value}"], REPO / "conf")
+    suggested = str(raised.value).split("as in '", 1)[1].rsplit("' (the outer", 1)[0]
+    check_command_line([suggested], REPO / "conf")
+    assert compose_config(suggested).data.root == value
 
 
 def test_full_hydra_error_is_still_available_for_debugging(tmp_path):
@@ -269,6 +298,9 @@ def test_valid_command_lines_still_compose(tmp_path, capsys, arguments, key, val
         ["--multirun", "optimizer.lr=interval(0.001,0.1)"],
         ["-m", "optimizer.lr=range(1,3)", "data=glob(*)", "+trainer.max_time=choice(a,b)"],
         ["-m", "hydra/launcher=local", "seed=1,2", "hydra.sweep.dir={tmp}/new"],
+        ["-m", "experiment=report", "data.root=/data"],
+        ["hydra.mode=MULTIRUN", "experiment=report", "data.root=/data"],  # -m, set as a value
+        ["--cfg", "job", "experiment=report"],
     ],
 )
 def test_sweeps_pass_the_pre_check(tmp_path, argv):

@@ -79,6 +79,7 @@ def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_
         for job, lr in enumerate(LRS):
             run_in_process(
                 "experiment=report",
+                "report.after_sweep=false",  # one job of the sweep, run alone: no report of its own
                 f"optimizer.lr={lr}",
                 f"data.root={scene_root}",
                 *TRAINING,

@@ -39,6 +39,12 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     if isinstance(overrides, str):  # run("mode=eval ckpt=x") would compose letter by letter
         raise TypeError("overrides must be a list of strings, e.g. ['mode=eval', 'ckpt=...']")
     overrides = list(overrides)
+    flags = [item for item in overrides if isinstance(item, str) and item.startswith("-")]
+    if flags:  # Hydra would parse "-m" as an override and fail in its own words
+        raise UserError(
+            f"run() takes overrides, not flags ({' '.join(flags)}): sweeps and flags are for the "
+            f"command line, as in python -m finetune {' '.join(overrides)}"
+        )
     conf = config_dir()
     check_command_line(overrides, conf)
     GlobalHydra.instance().clear()

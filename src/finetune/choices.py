@@ -17,17 +17,16 @@ from typing import Any
 from hydra import initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, ValueType
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import setup_globals
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from finetune.errors import UserError
+from finetune.overrides import first_job, parse_override, unknown_choice
 
-GRAMMAR = "write key=value, +key=value to add a key, ~key to remove one"
 # Flags Hydra answers itself (help, plugins, shell completion, other config folders).
 HYDRA_ANSWERS = (
     "help",
@@ -50,31 +49,6 @@ PLUGIN_EXTRAS = {
 }
 
 
-def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | None:
-    """The message for the first `group=option` override naming an option that does not exist
-    (every option of a sweep `data=scenes,cifar10` is checked; a glob is the sweeper's)."""
-    groups = {p.name for p in config_dir.iterdir() if p.is_dir() and p.name != "hydra"}
-    for override in overrides:
-        if override.key_or_group not in groups or override.is_delete():
-            continue
-        if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
-            continue
-        if override.is_sweep_override():
-            chosen = list(override.sweep_string_iterator())
-        elif isinstance(override.value(), str):
-            chosen = [override.value()]
-        elif isinstance(override.value(), list):  # logger=[tensorboard,csv]: each option
-            chosen = [str(option) for option in override.value()]
-        else:  # null: no option of that group
-            continue
-        options = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
-        for option in chosen:
-            if option not in options:
-                key = override.key_or_group
-                return f"unknown {key}={option}: choose one of {', '.join(options)}"
-    return None
-
-
 def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
     """Raise a one-line UserError for what Hydra would refuse in many lines, and for a run (or
     sweep) folder that already holds files; return when the command line may run."""
@@ -85,12 +59,12 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
         raise UserError(f"only one of {', '.join(flags)} at a time (got {' and '.join(given)})")
     if any(getattr(args, name) for name in HYDRA_ANSWERS):
         return
-    overrides = [_parse_override(line) for line in args.overrides]
+    overrides = [parse_override(line) for line in args.overrides]
     typo = unknown_choice(overrides, config_dir)
     if typo:
         raise UserError(typo)
     if args.multirun:
-        lines = [line for line in map(_first_job, overrides) if line is not None]
+        lines = [line for line in map(first_job, overrides) if line is not None]
     else:
         lines = list(args.overrides)
     config_name = args.config_name or "config"
@@ -100,6 +74,9 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # the user asked for Hydra's full report
         raise UserError(_explain(error, overrides, config_dir, config_name, lines)) from None
+    sweep = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+    if args.cfg is None and not sweep and cfg.mode == "train":
+        _refuse_report_without_sweep(cfg)
     if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
 
@@ -113,36 +90,6 @@ def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
 
     parser.error = refuse  # type: ignore[method-assign]
     return parser.parse_args(list(argv))
-
-
-def _parse_override(line: str) -> Override:
-    try:
-        override = OverridesParser.create().parse_overrides([line])[0]
-    except OverrideParseException as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        reason = error.message.splitlines()
-        reason = reason[1] if reason[0].startswith("Error parsing override") else reason[0]
-        raise UserError(f"bad override {line!r}: {reason} ({GRAMMAR})") from None
-    if not override.key_or_group:
-        raise UserError(f"bad override {line!r}: no key before '=' ({GRAMMAR})")
-    return override
-
-
-def _first_job(override: Override) -> str | None:
-    """The override as the first job of a sweep sees it (None: left to the sweeper)."""
-    if not override.is_sweep_override():
-        return override.input_line
-    if override.is_hydra_override():
-        raise UserError(
-            f"{override.input_line}: a sweep over Hydra's own settings is not supported"
-        )
-    key = override.get_key_element()
-    if override.value_type == ValueType.INTERVAL_SWEEP:  # a search space for e.g. Optuna
-        return f"{key}={override.value().start}"
-    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:  # group options the sweeper expands
-        return None
-    return f"{key}={next(iter(override.sweep_string_iterator()))}"
 
 
 def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
@@ -224,6 +171,19 @@ def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
         for key, value in node.items():
             yield f"{prefix}{key}"
             yield from _dotted(value, f"{prefix}{key}.")
+
+
+def _refuse_report_without_sweep(cfg: DictConfig) -> None:
+    """report.after_sweep=true (experiment=report) reports when a sweep ends: a single run would
+    train once, at one learning rate, and write no report."""
+    if OmegaConf.select(cfg, "report.after_sweep", default=False) is True:
+        grid = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+        swept = " ".join(f"{key}={value}" for key, value in grid.items())
+        raise UserError(
+            "report.after_sweep=true (experiment=report) builds its report when a sweep ends: "
+            f"add -m to run the sweep{f' ({swept})' if swept else ''}, as in "
+            "python -m finetune -m experiment=report data.root=..."
+        )
 
 
 def _refuse_used_folder(cfg: DictConfig, key: str) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from finetune.checkpoint import weights_only_load
 from finetune.errors import UserError
 from finetune.io import write_json
+from finetune.safe_load import weights_only_load
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
-from finetune.checkpoint import weights_only_load
 from finetune.errors import UserError
 from finetune.io import user_path
+from finetune.safe_load import weights_only_load
 
 log = logging.getLogger(__name__)
 

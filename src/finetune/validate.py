@@ -1,6 +1,12 @@
-"""Values Hydra cannot check by type: refused before any work starts, with the fix in one line."""
+"""Values Hydra cannot check by type: refused before any work starts, with the fix in one line.
 
+Most rules are a row of RULES (key, test of its value, what it must be), skipped where the
+composed config lacks the key (optimizer.momentum under optimizer=adamw); rules that relate keys
+to each other or to files follow it."""
+
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,6 +18,123 @@ from finetune.precision import AUTO, trainer_precisions
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
 EXPORT_FORMATS = ("onnx", "torchscript")
 CKPT_MODES = ("eval", "analyze", "predict", "export")  # the modes that load a model from `ckpt`
+SEED_MAX = 2**32 - 1  # the largest seed numpy and scikit-learn take
+# What data.root must name, by data.kind (demo: a cache folder the config sets itself)
+ROOT_HINTS = {"folder": "/path/to/class/folders", "cifar10": "/path/to/cifar-10-batches-py"}
+_ABSENT = object()
+Test = Callable[[Any], bool]
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(test: Test) -> Test:
+    """A number (1 and 1.0 alike; not a boolean) that passes `test`."""
+    return lambda value: _number(value) and test(value)
+
+
+def _integer(test: Test) -> Test:
+    """A whole number (not a boolean) that passes `test`."""
+    return lambda value: _whole(value) and test(value)
+
+
+def _or(special: object, test: Test) -> Test:
+    """`special` itself, or a value that passes `test`."""
+    return lambda value: value == special or test(value)
+
+
+def _numbers(count: int, test: Test) -> Test:
+    """A list of `count` numbers, each passing `test`."""
+    return lambda value: (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == count
+        and all(_real(test)(item) for item in value)
+    )
+
+
+def _one_of(*options: str) -> tuple[Test, str]:
+    """A test and its words for a value that names one of `options`."""
+    return (lambda value: isinstance(value, str) and value in options), " or ".join(options)
+
+
+def _boolean(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _crop_scale(value: Any) -> bool:
+    return _numbers(2, lambda share: 0 < share <= 1)(value) and value[0] <= value[1]
+
+
+POSITIVE, NON_NEGATIVE = _real(lambda v: v > 0), _real(lambda v: v >= 0)
+SHARE = _real(lambda v: 0 <= v < 1)  # label smoothing, momentum, Adam's betas
+SEED_VALUE = _integer(lambda v: 0 <= v <= SEED_MAX)
+SPLIT_SIZE = _real(lambda v: v >= 0 and (v < 1 or float(v).is_integer()))
+FROM_0, FROM_1 = _integer(lambda v: v >= 0), _integer(lambda v: v >= 1)
+BOOLEAN = "true or false"
+WHOLE_1 = "a whole number >= 1"
+SEED = f"a whole number in [0, {SEED_MAX}]"
+RGB = "one per RGB channel, on the 0-1 scale of the pixels"
+# (key, test of its value, what the value must be)
+RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("seed", SEED_VALUE, SEED),
+    ("data.split.seed", SEED_VALUE, SEED),
+    ("model.head_seed", SEED_VALUE, SEED),
+    ("data.loader.batch_size", FROM_1, WHOLE_1),
+    ("data.loader.eval_batch_size", FROM_1, WHOLE_1),
+    ("data.loader.num_workers", _or("auto", FROM_0), "auto or a whole number >= 0"),
+    ("data.loader.pin_memory", _or("auto", _boolean), "true, false or auto"),
+    ("data.loader.persistent_workers", _boolean, BOOLEAN),
+    ("data.loader.prefetch_factor", FROM_1, WHOLE_1),
+    ("data.image_size", _integer(lambda v: v >= 16), "a whole number >= 16"),
+    ("data.train_crop_scale", _crop_scale, "[min, max] area shares, 0 < min <= max <= 1"),
+    ("data.mean", _numbers(3, lambda v: 0 <= v <= 1), f"three numbers in [0, 1], {RGB}"),
+    ("data.std", _numbers(3, lambda v: 0 < v <= 1), f"three numbers in (0, 1], {RGB}"),
+    ("data.split.test", SPLIT_SIZE, "a whole count >= 1, or a fraction in [0, 1)"),
+    ("data.split.val", SPLIT_SIZE, "a whole count >= 1, or a fraction in [0, 1)"),
+    ("optimizer.lr", POSITIVE, "a number > 0"),
+    ("optimizer.weight_decay", NON_NEGATIVE, "a number >= 0"),
+    ("optimizer.momentum", SHARE, "a number in [0, 1)"),
+    ("optimizer.nesterov", _boolean, BOOLEAN),
+    ("optimizer.betas", _numbers(2, SHARE), "two numbers in [0, 1)"),
+    ("optimizer.backbone_lr_mult", POSITIVE, "a number > 0"),
+    ("scheduler.step_size", FROM_1, "a whole number of epochs >= 1"),
+    ("scheduler.gamma", POSITIVE, "a number > 0"),
+    ("scheduler.eta_min", NON_NEGATIVE, "a number >= 0"),
+    ("model.label_smoothing", SHARE, "a number in [0, 1)"),
+    ("model.unfreeze_at_epoch", _or(None, FROM_1), "null (off) or a whole number >= 1"),
+    ("model.freeze_backbone", _boolean, BOOLEAN),
+    ("model.compile", _boolean, BOOLEAN),
+    ("model.channels_last", _or(AUTO, _boolean), "true, false or auto"),
+    ("early_stopping.patience", _or(None, FROM_0), "null (off) or a whole number >= 0"),
+    ("train_eval_images", FROM_0, "a whole number >= 0 (0: off)"),
+    ("cpu_bf16", _boolean, BOOLEAN),
+    ("trainer.max_epochs", _or(-1, FROM_1), f"{WHOLE_1}, or -1 (no limit)"),
+    ("trainer.max_steps", _or(-1, FROM_1), f"{WHOLE_1}, or -1 (no limit)"),
+    ("trainer.min_epochs", _or(None, FROM_0), "null or a whole number >= 0"),
+    ("trainer.accumulate_grad_batches", FROM_1, WHOLE_1),
+    ("trainer.gradient_clip_val", _or(None, NON_NEGATIVE), "null or a number >= 0"),
+    ("trainer.check_val_every_n_epoch", _or(None, FROM_1), f"null or {WHOLE_1}"),
+    ("trainer.log_every_n_steps", FROM_1, WHOLE_1),
+    ("trainer.deterministic", _or("warn", _boolean), "true, false or warn"),
+    ("trainer.benchmark", _or(None, _boolean), "null, true or false"),
+    ("trainer.enable_progress_bar", _boolean, BOOLEAN),
+    ("trainer.enable_model_summary", _boolean, BOOLEAN),
+    ("eval.tolerance", NON_NEGATIVE, "a number >= 0"),
+    ("analysis.num_images", _integer(lambda v: v >= 2), "a whole number >= 2"),
+    ("analysis.top_k", FROM_1, WHOLE_1),
+    ("analysis.batch_size", FROM_1, WHOLE_1),
+    ("report.after_sweep", _boolean, BOOLEAN),
+    ("data.bad_images", *_one_of("skip", "error")),
+    ("monitor_mode", *_one_of("min", "max")),
+    ("export.format", *_one_of(*EXPORT_FORMATS)),
+    ("inference.precision", *_one_of(*INFERENCE_PRECISIONS)),
+)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -19,23 +142,26 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _as_typed(value: object) -> str:
+    """A value as written on the command line: null, true, 'text', [1, 2]."""
+    return "null" if value is None else str(value).lower() if _boolean(value) else repr(value)
 
 
-def _is_whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_rules(cfg: DictConfig) -> None:
+    for key, test, what in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        _require(value is _ABSENT or test(value), f"{key}={_as_typed(value)} must be {what}")
 
 
-def _check_fine_tuning(cfg: DictConfig) -> None:
-    """Staged unfreezing, the backbone's learning rate and early stopping, and how they mix."""
-    mult = cfg.optimizer.backbone_lr_mult
-    _require(_is_number(mult) and mult > 0, f"optimizer.backbone_lr_mult={mult!r} must be > 0")
-    stage = cfg.model.unfreeze_at_epoch
+def _check_combinations(cfg: DictConfig) -> None:
+    """Values each right alone that together would break or waste the run."""
+    size, resize = cfg.data.image_size, cfg.data.resize_size
     _require(
-        stage is None or (_is_whole(stage) and stage >= 1),
-        f"model.unfreeze_at_epoch={stage!r} must be null (off) or a whole number of epochs >= 1",
+        _whole(resize) and resize >= size,
+        f"data.resize_size={resize!r} must be a whole number >= data.image_size={size}: the "
+        f"center crop would pad the image with black (e.g. data.resize_size={size * 8 // 7})",
     )
+    stage, mult = cfg.model.unfreeze_at_epoch, cfg.optimizer.backbone_lr_mult
     if cfg.model.freeze_backbone:
         _require(
             stage is None,
@@ -47,11 +173,56 @@ def _check_fine_tuning(cfg: DictConfig) -> None:
             f"optimizer.backbone_lr_mult={mult} has no backbone to act on with "
             "model.freeze_backbone=true: leave it at 1",
         )
-    patience = cfg.early_stopping.patience
     _require(
-        patience is None or (_is_whole(patience) and patience >= 0),
-        f"early_stopping.patience={patience!r} must be null (off) or a whole number of epochs",
+        not cfg.optimizer.get("nesterov") or cfg.optimizer.get("momentum", 0) > 0,
+        f"optimizer.nesterov=true needs momentum: optimizer.momentum="
+        f"{cfg.optimizer.get('momentum')} "
+        "must be > 0 (or set optimizer.nesterov=false)",
     )
+    epochs = cfg.trainer.get("max_epochs", _ABSENT)
+    _require(
+        cfg.scheduler.name != "cosine" or (epochs is not _ABSENT and epochs >= 1),
+        f"scheduler=cosine decays over trainer.max_epochs={epochs}: set trainer.max_epochs to "
+        "a whole number >= 1 (or choose scheduler=step or scheduler=none)",
+    )
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Values that name one of a few options."""
+    known_name("optimizer", cfg.optimizer.name, OPTIMIZERS)
+    known_name("scheduler", cfg.scheduler.name, SCHEDULERS)
+    check_kind(cfg.data.kind)  # one line naming the registry's kinds
+    _require(
+        cfg.data.source in ("checkpoint", "config"),
+        f"data.source={cfg.data.source!r}: use checkpoint (its own data) or config (data as set)",
+    )
+    split, _, metric = str(cfg.monitor).partition("/")
+    _require(
+        split in ("val", "train_eval", "train")
+        and (metric in ("loss", "acc", "acc_mean", "map") or metric.startswith(("acc/", "ap/"))),
+        f"monitor={cfg.monitor!r} is not a logged metric: use val/<loss|acc|acc_mean|map> "
+        "(or val/acc/<class>, val/ap/<class>; train_eval/... and train/... too)",
+    )
+    if str(cfg.trainer.precision) != AUTO:  # Lightning's list imports lightning.fabric (4 s)
+        accepted = trainer_precisions()
+        _require(
+            str(cfg.trainer.precision) in accepted,
+            f"trainer.precision={cfg.trainer.precision!r}: use {', '.join(accepted)}",
+        )
+
+
+def _check_training_inputs(cfg: DictConfig) -> None:
+    """mode=train: the data folder and the weights file exist (said before data is read)."""
+    weights = cfg.model.weights
+    if weights not in (None, "none", "imagenet"):
+        _require(
+            Path(str(weights)).expanduser().is_file(),
+            f"model.weights={weights}: no such file; use imagenet (torchvision's weights), none "
+            "(from scratch) or the path of a state-dict file",
+        )
+    if cfg.data.kind != "demo":
+        root = Path(cfg.data.root).expanduser()
+        _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
 
 
 def check_ckpt(cfg: DictConfig) -> None:
@@ -66,89 +237,13 @@ def validate_config(cfg: DictConfig) -> None:
     """Every value Hydra cannot check by type, in one pass, with no torch or Lightning import
     (except for a trainer.precision other than auto, checked against Lightning's own list)."""
     if cfg.mode == "train" and OmegaConf.is_missing(cfg.data, "root"):
+        hint = ROOT_HINTS.get(cfg.data.kind, ROOT_HINTS["folder"])
         raise UserError(
-            "data.root is not set: add data.root=/path/to/class/folders to the command "
+            f"data.root is not set: add data.root={hint} to the command "
             "(or try the embedded demo: experiment=demo)"
         )
-    loader = cfg.data.loader
-    for key in ("batch_size", "eval_batch_size"):
-        value = loader[key]
-        _require(
-            isinstance(value, int) and value >= 1,
-            f"data.loader.{key}={value!r} must be a whole number >= 1",
-        )
-    workers = loader.num_workers
-    _require(
-        workers == "auto" or (isinstance(workers, int) and workers >= 0),
-        f"data.loader.num_workers={workers!r} must be 'auto' or a whole number >= 0",
-    )
-    lr = cfg.optimizer.lr
-    _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a number > 0")
-    known_name("optimizer", cfg.optimizer.name, OPTIMIZERS)
-    known_name("scheduler", cfg.scheduler.name, SCHEDULERS)
-    _check_fine_tuning(cfg)
-    size = cfg.data.image_size
-    _require(isinstance(size, int) and size >= 16, f"data.image_size={size!r} must be >= 16")
-    _require(
-        cfg.data.bad_images in ("skip", "error"),
-        f"data.bad_images={cfg.data.bad_images!r} must be skip or error",
-    )
-    _require(
-        cfg.data.source in ("checkpoint", "config"),
-        f"data.source={cfg.data.source!r}: use checkpoint (its own data) or config (data as set)",
-    )
-    _require(
-        cfg.monitor_mode in ("min", "max"), f"monitor_mode={cfg.monitor_mode!r}: use min or max"
-    )
-    split, _, metric = str(cfg.monitor).partition("/")
-    _require(
-        split in ("val", "train_eval", "train")
-        and (metric in ("loss", "acc", "acc_mean", "map") or metric.startswith(("acc/", "ap/"))),
-        f"monitor={cfg.monitor!r} is not a logged metric: use val/<loss|acc|acc_mean|map> "
-        "(or val/acc/<class>, val/ap/<class>; train_eval/... and train/... too)",
-    )
-    smoothing = cfg.model.label_smoothing
-    _require(
-        _is_number(smoothing) and 0 <= smoothing < 1,
-        f"model.label_smoothing={smoothing!r} must be in [0, 1)",
-    )
-    _require(
-        _is_number(cfg.eval.tolerance) and cfg.eval.tolerance >= 0,
-        f"eval.tolerance={cfg.eval.tolerance!r} must be a number >= 0",
-    )
-    _require(
-        cfg.export.format in EXPORT_FORMATS,
-        f"export.format={cfg.export.format!r}: use {' or '.join(EXPORT_FORMATS)}",
-    )
-    if str(cfg.trainer.precision) != AUTO:  # Lightning's list imports lightning.fabric (4 s)
-        accepted = trainer_precisions()
-        _require(
-            str(cfg.trainer.precision) in accepted,
-            f"trainer.precision={cfg.trainer.precision!r}: use {', '.join(accepted)}",
-        )
-    layout = cfg.model.channels_last
-    _require(
-        isinstance(layout, bool) or layout == AUTO,
-        f"model.channels_last={layout!r}: use true, false or auto",
-    )
-    precision = str(cfg.inference.precision)
-    _require(
-        precision in INFERENCE_PRECISIONS,
-        f"inference.precision={precision!r}: use {' or '.join(INFERENCE_PRECISIONS)}",
-    )
-    for key in ("test", "val"):
-        value = cfg.data.split[key]
-        _require(
-            _is_number(value) and value >= 0 and (value < 1 or float(value).is_integer()),
-            f"data.split.{key}={value!r} must be a whole count >= 1, or a fraction in [0, 1)",
-        )
-    check_kind(cfg.data.kind)  # one line naming the registry's kinds
-    for key, minimum in (("num_images", 2), ("top_k", 1), ("batch_size", 1)):
-        value = cfg.analysis[key]
-        _require(
-            _is_whole(value) and value >= minimum,
-            f"analysis.{key}={value!r} must be a whole number >= {minimum}",
-        )
-    if cfg.mode == "train" and cfg.data.kind != "demo":
-        root = Path(cfg.data.root).expanduser()
-        _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
+    _check_rules(cfg)
+    _check_combinations(cfg)
+    _check_choices(cfg)
+    if cfg.mode == "train":
+        _check_training_inputs(cfg)

@@ -17,6 +17,7 @@ import torch
 from torchvision.models import get_model_weights
 
 from finetune.errors import UserError, WeightsUnavailable
+from finetune.safe_load import weights_only_load
 
 URL_SCHEMES = ("http://", "https://", "file://")
 # A stalled server or a dropped network ends the download after this long without a byte.
@@ -126,13 +127,14 @@ def download_weights(url: str, path: Path) -> None:
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from disk, unpickled with weights_only=True (a planted file cannot run code)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"weights file {path} does not exist") from None
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means: refuse the file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"refusing {path}: not a plain weights file ({first_line[:200]})") from None
+    if not path.is_file():
+        raise UserError(
+            f"weights file {path} does not exist: model.weights takes imagenet, none or the path "
+            "of a state-dict file"
+        )
+    state = weights_only_load(
+        path, f"refusing {path}: not a plain weights file", f"refusing {path}: not a weights file"
+    )
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -1,0 +1,91 @@
+"""One command-line override as Hydra reads it: parsed (its grammar errors said in one line),
+checked against the options of its config group, and seen as the first job of a sweep sees it.
+Only hydra is imported here (finetune.choices runs before torch)."""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import OverrideParseException
+
+from finetune.errors import UserError
+
+GRAMMAR = "write key=value, +key=value to add a key, ~key to remove one"
+
+
+def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | None:
+    """The message for the first `group=option` override naming an option that does not exist
+    (every option of a sweep `data=scenes,cifar10` is checked; a glob is the sweeper's)."""
+    groups = {p.name for p in config_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+    for override in overrides:
+        if override.key_or_group not in groups or override.is_delete():
+            continue
+        if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            continue
+        if override.is_sweep_override():
+            chosen = list(override.sweep_string_iterator())
+        elif isinstance(override.value(), str):
+            chosen = [override.value()]
+        elif isinstance(override.value(), list):  # logger=[tensorboard,csv]: each option
+            chosen = [str(option) for option in override.value()]
+        else:  # null: no option of that group
+            continue
+        options = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
+        for option in chosen:
+            if option not in options:
+                key = override.key_or_group
+                return f"unknown {key}={option}: choose one of {', '.join(options)}"
+    return None
+
+
+def parse_override(line: str) -> Override:
+    """One override as Hydra reads it; its grammar errors in one line (with the quoted form
+    where quotes fix it)."""
+    try:
+        override = OverridesParser.create().parse_overrides([line])[0]
+    except OverrideParseException as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        reason = error.message.splitlines()
+        reason = reason[1] if reason[0].startswith("Error parsing override") else reason[0]
+        quoted = _quoted(line) if reason.startswith("LexerNoViableAltException") else None
+        if quoted:  # characters Hydra reads only inside quotes (accents, spaces, ...)
+            raise UserError(
+                f"bad override {line!r}: {reason}: quote the value, as in '{quoted}' (the outer "
+                "single quotes are for the shell)"
+            ) from None
+        raise UserError(f"bad override {line!r}: {reason} ({GRAMMAR})") from None
+    if not override.key_or_group:
+        raise UserError(f"bad override {line!r}: no key before '=' ({GRAMMAR})")
+    return override
+
+
+def _quoted(line: str) -> str | None:
+    """`line` with its value in quotes, if Hydra parses that (None: quotes do not help)."""
+    key, equals, value = line.partition("=")
+    for quote in ('"', "'") if equals and value else ():
+        candidate = f"{key}={quote}{value}{quote}"
+        try:
+            OverridesParser.create().parse_overrides([candidate])
+        except OverrideParseException:
+            continue
+        return candidate
+    return None
+
+
+def first_job(override: Override) -> str | None:
+    """The override as the first job of a sweep sees it (None: left to the sweeper)."""
+    if not override.is_sweep_override():
+        return override.input_line
+    if override.is_hydra_override():
+        raise UserError(
+            f"{override.input_line}: a sweep over Hydra's own settings is not supported"
+        )
+    key = override.get_key_element()
+    if override.value_type == ValueType.INTERVAL_SWEEP:  # a search space for e.g. Optuna
+        return f"{key}={override.value().start}"
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:  # group options the sweeper expands
+        return None
+    return f"{key}={next(iter(override.sweep_string_iterator()))}"

@@ -1,0 +1,214 @@
+"""Values Hydra cannot check by type (finetune.validate): each mistake is one UserError line,
+said before any work starts; the values next to each mistake still pass.
+
+The refusals run through `finetune.run` (the command line, in-process), as a user meets them;
+nothing trains: a run that got past the check would fail its test, not train for long."""
+
+import pytest
+
+from finetune.errors import UserError
+from finetune.validate import RULES, validate_config
+
+from conftest import TINY, assert_run_refuses, compose_config
+
+# A value that got past the check would train one short epoch (and fail its test), not ten.
+QUICK = [
+    "data.split.test=12",
+    "data.split.val=12",
+    "model.weights=none",
+    "trainer.max_epochs=1",
+    "train_eval_images=0",
+    *TINY,
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["optimizer.momentum=-1"], ["optimizer.momentum=-1", "[0, 1)"]),
+        (["optimizer.momentum=abc"], ["optimizer.momentum='abc'", "a number"]),
+        (["optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
+        (["optimizer=adamw", "optimizer.weight_decay=-0.1"], ["optimizer.weight_decay=-0.1"]),
+        (["optimizer=adamw", "optimizer.betas=[0.9,1.5]"], ["optimizer.betas=[0.9, 1.5]"]),
+        (
+            ["optimizer.nesterov=true", "optimizer.momentum=0"],
+            ["optimizer.nesterov=true", "optimizer.momentum=0", "> 0"],
+        ),
+        (
+            ["data.train_crop_scale=[0.9,0.1]"],
+            ["data.train_crop_scale=[0.9, 0.1]", "0 < min <= max <= 1"],
+        ),
+        (["data.train_crop_scale=[0,1]"], ["data.train_crop_scale=[0, 1]"]),
+        (["data.train_crop_scale=[0.5]"], ["data.train_crop_scale=[0.5]"]),
+        (["data.std=[0,0,0]"], ["data.std=[0, 0, 0]", "three numbers in (0, 1]"]),
+        (["data.mean=[0.5]"], ["data.mean=[0.5]", "three numbers", "RGB"]),
+        (["data.mean=[124,116,104]"], ["data.mean=[124, 116, 104]", "0-1 scale"]),
+        (["seed=-5"], ["seed=-5", f"[0, {2**32 - 1}]"]),
+        (["seed=abc"], ["seed='abc'", "whole number"]),
+        (["data.split.seed=-1"], ["data.split.seed=-1", "whole number"]),
+        (["model.head_seed=4294967296"], ["model.head_seed=4294967296"]),
+        (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0", ">= 1"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs=0", ">= 1", "-1"]),
+        (["trainer.max_epochs=abc"], ["trainer.max_epochs='abc'", "whole number"]),
+        (["trainer.max_epochs=true"], ["trainer.max_epochs=true"]),
+        (["trainer.max_steps=0"], ["trainer.max_steps=0", "-1 (no limit)"]),
+        (["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1", "null or"]),
+        (["trainer.benchmark=maybe"], ["trainer.benchmark='maybe'", "null, true or false"]),
+        (["data.resize_size=abc"], ["data.resize_size='abc'", "whole number"]),
+        (["data.resize_size=0"], ["data.resize_size=0", ">= data.image_size=32"]),
+        (
+            ["data.resize_size=16"],
+            ["data.resize_size=16", "data.image_size=32", "black", "data.resize_size=36"],
+        ),
+        (["model.compile=maybe"], ["model.compile='maybe'", "true or false"]),
+        (["model.compile=1"], ["model.compile=1", "true or false"]),
+        (["model.freeze_backbone=yes"], ["model.freeze_backbone='yes'", "true or false"]),
+        (["scheduler=step", "scheduler.step_size=0"], ["scheduler.step_size=0", ">= 1"]),
+        (
+            ["scheduler=cosine", "trainer.max_epochs=-1", "trainer.max_steps=1"],
+            ["scheduler=cosine", "trainer.max_epochs=-1", "scheduler=step"],
+        ),
+        (["train_eval_images=-1"], ["train_eval_images=-1", ">= 0"]),
+        (["data.loader.prefetch_factor=0"], ["data.loader.prefetch_factor=0"]),
+        (["report.after_sweep=yes"], ["report.after_sweep='yes'", "true or false"]),
+        (["data.bad_images=ignore"], ["data.bad_images='ignore'", "skip or error"]),
+        (["model.weights=imagnet"], ["model.weights=imagnet", "imagenet", "none", "path"]),
+    ],
+)
+def test_bad_values_are_one_line_before_any_work(tmp_path, scene_root, overrides, words):
+    """One UserError line naming the value and what to type; the run folder holds only what
+    Hydra writes before the task starts (no split.csv: no image was read)."""
+    run_dir = tmp_path / "run"
+    assert_run_refuses(f"data.root={scene_root}", *QUICK, *overrides, f"hydra.run.dir={run_dir}")(
+        *words
+    )
+    assert {path.name for path in run_dir.iterdir()} <= {".hydra", "finetune.log"}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optimizer.lr=1", "optimizer.momentum=0", "optimizer.weight_decay=0"],  # 1 as 1.0
+        ["optimizer.lr=1.0", "optimizer.momentum=0.0", "optimizer.weight_decay=0.0"],
+        ["optimizer=adamw", "optimizer.betas=[0,0.999]"],  # no momentum key: not checked
+        ["optimizer.nesterov=true", "optimizer.momentum=0.9"],
+        ["data.train_crop_scale=[1,1]", "data.mean=[0,0,1]", "data.std=[1,1,1]"],
+        ["data.image_size=32", "data.resize_size=32"],
+        ["seed=0", "data.split.seed=4294967295", "model.head_seed=7"],
+        ["trainer.max_epochs=-1", "+trainer.max_time=00:00:05:00"],
+        ["trainer.max_epochs=1", "trainer.max_steps=-1", "trainer.accumulate_grad_batches=4"],
+        ["trainer.gradient_clip_val=0", "trainer.benchmark=true", "trainer.deterministic=warn"],
+        ["trainer.gradient_clip_val=0.5", "~trainer.max_steps"],  # a removed key: not checked
+        ["model.compile=true", "model.unfreeze_at_epoch=5", "trainer.max_epochs=1"],
+        ["scheduler=cosine", "trainer.max_epochs=3"],
+        ["data=cifar10"],
+        ["experiment=demo"],
+    ],
+)
+def test_the_values_beside_each_mistake_pass(tmp_path, overrides):
+    """The limits themselves, ints where a number is meant, and keys a group does not have.
+    (unfreeze_at_epoch >= max_epochs is allowed: a head-only run resumed with more epochs
+    trains the backbone, README "Staged unfreezing".)"""
+    validate_config(compose_config(f"data.root={tmp_path}", *overrides))
+
+
+# One bad value for each row of finetune.validate.RULES (with the group that has the key).
+EACH_RULE = {
+    "seed": ["seed=-1"],
+    "data.split.seed": ["data.split.seed=4294967296"],
+    "model.head_seed": ["model.head_seed=x"],
+    "data.loader.batch_size": ["data.loader.batch_size=0"],
+    "data.loader.eval_batch_size": ["data.loader.eval_batch_size=0"],
+    "data.loader.num_workers": ["data.loader.num_workers=-1"],
+    "data.loader.pin_memory": ["data.loader.pin_memory=maybe"],
+    "data.loader.persistent_workers": ["data.loader.persistent_workers=2"],
+    "data.loader.prefetch_factor": ["data.loader.prefetch_factor=0"],
+    "data.image_size": ["data.image_size=8"],
+    "data.train_crop_scale": ["data.train_crop_scale=[0.5,1.5]"],
+    "data.mean": ["data.mean=[0.5,0.5,0.5,0.5]"],
+    "data.std": ["data.std=[0.2,0.2,-0.2]"],
+    "data.split.test": ["data.split.test=2.5"],
+    "data.split.val": ["data.split.val=-1"],
+    "optimizer.lr": ["optimizer.lr=0"],
+    "optimizer.weight_decay": ["optimizer.weight_decay=-1e-4"],
+    "optimizer.momentum": ["optimizer.momentum=1"],
+    "optimizer.nesterov": ["optimizer.nesterov=yes"],
+    "optimizer.betas": ["optimizer=adamw", "optimizer.betas=[0.9]"],
+    "optimizer.backbone_lr_mult": ["optimizer.backbone_lr_mult=0"],
+    "scheduler.step_size": ["scheduler=step", "scheduler.step_size=1.5"],
+    "scheduler.gamma": ["scheduler=step", "scheduler.gamma=0"],
+    "scheduler.eta_min": ["scheduler=cosine", "scheduler.eta_min=-1"],
+    "model.label_smoothing": ["model.label_smoothing=1"],
+    "model.unfreeze_at_epoch": ["model.unfreeze_at_epoch=0"],
+    "model.freeze_backbone": ["model.freeze_backbone=no"],
+    "model.compile": ["model.compile=maybe"],
+    "model.channels_last": ["model.channels_last=yes"],
+    "early_stopping.patience": ["early_stopping.patience=-1"],
+    "train_eval_images": ["train_eval_images=-1"],
+    "cpu_bf16": ["cpu_bf16=auto"],
+    "trainer.max_epochs": ["trainer.max_epochs=0"],
+    "trainer.max_steps": ["trainer.max_steps=0"],
+    "trainer.min_epochs": ["trainer.min_epochs=-1"],
+    "trainer.accumulate_grad_batches": ["trainer.accumulate_grad_batches=0"],
+    "trainer.gradient_clip_val": ["trainer.gradient_clip_val=-1"],
+    "trainer.check_val_every_n_epoch": ["trainer.check_val_every_n_epoch=0"],
+    "trainer.log_every_n_steps": ["trainer.log_every_n_steps=0"],
+    "trainer.deterministic": ["trainer.deterministic=maybe"],
+    "trainer.benchmark": ["trainer.benchmark=maybe"],
+    "trainer.enable_progress_bar": ["trainer.enable_progress_bar=no"],
+    "trainer.enable_model_summary": ["trainer.enable_model_summary=no"],
+    "eval.tolerance": ["eval.tolerance=-1"],
+    "analysis.num_images": ["analysis.num_images=1"],
+    "analysis.top_k": ["analysis.top_k=0"],
+    "analysis.batch_size": ["analysis.batch_size=0"],
+    "report.after_sweep": ["report.after_sweep=yes"],
+    "data.bad_images": ["data.bad_images=ignore"],
+    "monitor_mode": ["monitor_mode=maximize"],
+    "export.format": ["export.format=onxx"],
+    "inference.precision": ["inference.precision=bf16"],
+}
+
+
+def test_every_rule_has_a_bad_value_below():
+    assert list(EACH_RULE) == [key for key, _, _ in RULES]
+
+
+@pytest.mark.parametrize(("key", "overrides"), EACH_RULE.items(), ids=list(EACH_RULE))
+def test_each_rule_refuses_its_bad_value(tmp_path, key, overrides):
+    """The line is the rule's own (not a later check tripping over the value)."""
+    with pytest.raises(UserError) as raised:
+        validate_config(compose_config(f"data.root={tmp_path}", *overrides))
+    assert str(raised.value).startswith(f"{key}="), raised.value
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("trainer.max_epochs=true", "trainer.max_epochs=true must be"),
+        ("model.compile=maybe", "model.compile='maybe' must be true or false"),
+        ("data.std=[0.2,0.2]", "data.std=[0.2, 0.2] must be three numbers"),
+    ],
+)
+def test_the_value_is_shown_as_typed(tmp_path, override, line):
+    with pytest.raises(UserError) as raised:
+        validate_config(compose_config(f"data.root={tmp_path}", override))
+    assert str(raised.value).startswith(line)  # true, not Python's True
+
+
+@pytest.mark.parametrize(
+    ("data", "hint"),
+    [("scenes", "data.root=/path/to/class/folders"), ("cifar10", "cifar-10-batches-py")],
+)
+def test_a_missing_data_root_names_what_the_data_kind_needs(data, hint):
+    with pytest.raises(UserError, match=hint):
+        validate_config(compose_config(f"data={data}"))
+
+
+def test_a_missing_weights_file_names_the_accepted_values(tmp_path):
+    """The loader's own message too (for a file removed after the check)."""
+    from finetune.weights import pretrained_state_dict
+
+    with pytest.raises(UserError) as raised:
+        pretrained_state_dict(str(tmp_path / "imagnet"), None, "resnet18")
+    for word in ("does not exist", "imagenet", "none", "path"):
+        assert word in str(raised.value)
