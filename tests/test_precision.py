@@ -117,7 +117,7 @@ def test_defaults_are_auto_and_bad_values_are_one_line():
     validate_config(cfg)
     for override, words in [
         ("trainer.precision=bf17", "trainer.precision='bf17': use auto, "),
-        ("model.channels_last=maybe", "model.channels_last='maybe': use true, false or auto"),
+        ("model.channels_last=maybe", "model.channels_last='maybe' must be true, false or auto"),
     ]:
         with pytest.raises(UserError) as error:
             validate_config(_compose(override))
