@@ -102,6 +102,27 @@ def test_split_larger_than_data_is_refused():
         stratified_split([0, 1] * 10, test=15, val=5, seed=0)
 
 
+@pytest.mark.parametrize(
+    ("sizes", "test", "val", "words"),
+    [
+        ([10] * 6, 12, 3, "data.split.val=3 images cannot hold one of each of the 6 classes"),
+        ([10] * 6, 0.05, 12, "data.split.test=3 images cannot hold one of each of the 6 classes"),
+        ([10] * 5 + [2], 6, 6, "too few images to split by class: street (2) cannot be in all 3"),
+        ([10] * 6, 28, 28, "leaves 4 images for training, fewer than the 6 classes"),
+    ],
+)
+def test_a_split_that_cannot_keep_every_class_names_why(sizes, test, val, words):
+    """What scikit-learn would refuse in its own words (class indices, `test_size`) is said
+    first, by the split's keys and the classes' names."""
+    labels = [label for label, size in enumerate(sizes) for _ in range(size)]
+    with pytest.raises(UserError) as error:
+        stratified_split(labels, test=test, val=val, seed=0, class_names=SCENE_CLASSES)
+    assert words in str(error.value) and "test_size" not in str(error.value)
+    sizes_ok = [10] * 6
+    labels_ok = [label for label, size in enumerate(sizes_ok) for _ in range(size)]
+    assert len(stratified_split(labels_ok, test=6, val=6, seed=0)) == 60  # the limits pass
+
+
 def test_manifest_written_and_reused_even_with_new_files(tmp_path):
     root = make_scene_folder(tmp_path / "data", per_class=8)
     first = datamodule(root, run_dir=tmp_path / "run1")
@@ -372,7 +393,7 @@ def test_class_left_without_readable_images_is_refused(tmp_path):
 def test_split_lacking_a_class_is_refused_naming_class_and_split(tmp_path):
     root = make_scene_folder(tmp_path / "data", per_class=20, classes=["forest", "sea"])
     make_scene_folder(root, per_class=2, classes=["glacier"])  # too few to reach every split
-    with pytest.raises(UserError, match=r"val split has no image of class 'glacier'"):
+    with pytest.raises(UserError, match=r"glacier \(2\) cannot be in all 3 parts"):
         datamodule(root, split={"test": 4, "val": 4, "seed": 0})
 
 

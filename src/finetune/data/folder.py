@@ -145,6 +145,10 @@ class FolderKind:
             )
         split = data_cfg["split"]
         listing.splits = stratified_split(
-            listing.labels, test=split["test"], val=split["val"], seed=split["seed"]
+            listing.labels,
+            test=split["test"],
+            val=split["val"],
+            seed=split["seed"],
+            class_names=names,
         )
         return listing

@@ -22,9 +22,16 @@ def as_count(size: float, total: int, name: str) -> int:
 
 
 def stratified_split(
-    labels: Sequence[int], test: float, val: float, seed: int, splits: Sequence[str] = SPLITS
+    labels: Sequence[int],
+    test: float,
+    val: float,
+    seed: int,
+    splits: Sequence[str] = SPLITS,
+    class_names: Sequence[str] | None = None,
 ) -> list[str]:
-    """Assign each item to train/val/test; per-class proportions are kept (scikit-learn)."""
+    """Assign each item to train/val/test; per-class proportions are kept (scikit-learn). What
+    scikit-learn would refuse in its own words (a split smaller than the number of classes, a
+    class too small to be in every part) is said first, with the classes by name."""
     labels = np.asarray(labels)
     total = len(labels)
     n_test, n_val = as_count(test, total, "test"), as_count(val, total, "val")
@@ -33,6 +40,7 @@ def stratified_split(
             f"data.split asks for {n_test} test + {n_val} val images but there are only {total}:"
             " lower data.split.test / data.split.val"
         )
+    _check_stratifiable(labels, {"test": n_test, "val": n_val}, class_names)
     assigned = np.full(total, "train", dtype=object)
     rest = np.arange(total)
     for name, count in (("test", n_test), ("val", n_val)):
@@ -46,6 +54,34 @@ def stratified_split(
             raise UserError(f"cannot split {total} images into {name}={count}: {error}") from None
         assigned[taken] = name
     return assigned.tolist()
+
+
+def _check_stratifiable(
+    labels: np.ndarray, counts: dict[str, int], class_names: Sequence[str] | None
+) -> None:
+    """Every non-empty part of a stratified split holds every class: each part needs at least
+    one image per class, and each class one image per part (train included)."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    for name, count in counts.items():
+        if 0 < count < len(classes):
+            raise UserError(
+                f"data.split.{name}={count} images cannot hold one of each of the "
+                f"{len(classes)} classes: use at least {len(classes)}, or 0 for no {name} split"
+            )
+    left = len(labels) - sum(counts.values())
+    if left < len(classes):
+        raise UserError(
+            f"data.split leaves {left} images for training, fewer than the {len(classes)} "
+            "classes: lower data.split.test / data.split.val"
+        )
+    parts = 1 + sum(count > 0 for count in counts.values())
+    small = [(c, n) for c, n in zip(classes.tolist(), sizes.tolist(), strict=True) if n < parts]
+    if small:
+        named = ", ".join(f"{class_names[c] if class_names else c} ({n})" for c, n in small)
+        raise UserError(
+            f"too few images to split by class: {named} cannot be in all {parts} parts "
+            "(train, val, test): add images or set data.split.val=0 / data.split.test=0"
+        )
 
 
 def stratified_subset(labels: Sequence[int], count: int, seed: int) -> list[int]:
