@@ -477,3 +477,18 @@ def test_the_entry_point_freezes_the_collector_before_the_interpreter_exits(tmp_
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # this test process goes on collecting as before
+
+
+def test_version_names_the_package_and_its_libraries(tmp_path, capsys):
+    result = run_main("--version", cwd=tmp_path, capsys=capsys)
+    line = result.stdout.strip()
+    assert result.returncode == 0 and "\n" not in line, result
+    assert line.startswith("finetune 0.") and f"torch {torch.__version__.split('+')[0]}" in line
+    assert "hydra-core 1.3" in line and "lightning " in line
+
+
+def test_shell_completion_without_what_to_do_is_one_line(tmp_path, capsys):
+    result = run_main("--shell-completion", cwd=tmp_path, capsys=capsys)
+    assert_hydra_error_in_one_line(result, "install=bash", "uninstall=bash", "query=bash")
+    installed = run_main("-sc", "install=bash", cwd=tmp_path, capsys=capsys)
+    assert installed.returncode == 0 and "hydra_bash_completion" in installed.stdout

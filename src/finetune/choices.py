@@ -38,6 +38,8 @@ HYDRA_ANSWERS = (
     "config_dir",
 )
 EXCLUSIVE = ("run", "multirun", "cfg", "info", "shell_completion")
+SHELL_COMPLETION = ("install", "uninstall", "query")  # what --shell-completion=... does
+VERSIONED = ("hydra-core", "torch", "torchvision", "lightning", "torchmetrics")  # --version
 # A process that is not rank 0 of a distributed launch re-runs the command line into the run
 # folder its rank 0 made (Lightning's DDP launcher passes hydra.run.dir=<that folder>).
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK")
@@ -89,7 +91,32 @@ def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         raise UserError(f"{message} (python -m finetune --help lists the flags)")
 
     parser.error = refuse  # type: ignore[method-assign]
-    return parser.parse_args(list(argv))
+    for action in parser._actions:  # --version: this package's, not only Hydra's
+        if "--version" in action.option_strings:
+            action.version = _versions()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the version on one line
+    args = parser.parse_args(list(argv))
+    if args.shell_completion and not any(
+        line.partition("=")[0] in SHELL_COMPLETION for line in args.overrides
+    ):
+        refuse(
+            f"--shell-completion needs one of {', '.join(f'{s}=bash' for s in SHELL_COMPLETION)}"
+        )
+    return args
+
+
+def _versions() -> str:
+    """`finetune X (Hydra Y, torch Z, ...)`, read from the installed metadata: no import."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in VERSIONED)
+    return f"finetune {installed('finetune')} ({libraries})"
 
 
 def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
