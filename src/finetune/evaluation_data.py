@@ -37,12 +37,12 @@ def evaluation_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
 
 def _configured_data(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
     data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
-    ignored = [key for key in TRANSFORM_KEYS if data[key] != loaded.data[key]]
-    if ignored:
-        log.warning(
-            "%s ignored: the model is evaluated with the transform it was trained with (%s)",
-            ", ".join(f"data.{key}={data[key]}" for key in ignored),
-            ", ".join(f"{key}={loaded.data[key]}" for key in ignored),
+    unused = [key for key in TRANSFORM_KEYS if data[key] != loaded.data[key]]
+    if unused:  # the config's defaults differ from any checkpoint's: a note, not a warning
+        log.info(
+            "evaluated with the checkpoint's transform (%s), not the config's data.%s",
+            ", ".join(f"{key}={loaded.data[key]}" for key in unused),
+            ", data.".join(unused),
         )
     if not data["manifest"]:
         log.info(
