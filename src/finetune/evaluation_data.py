@@ -140,7 +140,11 @@ def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None)
     datamodule.setup()
     dataset = datamodule.datasets[cfg.split]
     if not len(dataset):
-        raise UserError(f"split={cfg.split} of {datamodule.root} is empty: choose another split")
+        others = [name for name in SPLITS if name != cfg.split and name != "train"]
+        raise UserError(
+            f"split={cfg.split} of {datamodule.root} is empty (data.split.{cfg.split}=0 when it "
+            f"was made?): use {' or '.join(f'split={name}' for name in others)}"
+        )
     if labels != list(range(len(labels))):  # the model's labels, for every use of the split
         dataset.labels = [labels[label] for label in dataset.labels]
     return EvaluationSplit(data_cfg, datamodule, dataset)
