@@ -67,6 +67,22 @@ def test_ranked_by_mode_nan_last_failed_listed(tmp_path, capsys, mode, order):
     assert len(errors) == 1 and "1 of 6 runs failed (run 2)" in errors[0]
 
 
+def test_the_markdown_table_shows_what_the_sweep_varied(tmp_path, capsys):
+    """sweep_summary.md: the overrides every run shares once below the table, each row only
+    what differs; sweep_summary.csv keeps each run's full overrides."""
+    for name, value in (("0", 0.25), ("1", 0.75)):
+        folder = job(tmp_path, name, value)
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            f"- data.root=/data/scenes\n- optimizer.lr=0.{name}\n- trainer.max_epochs=3\n"
+        )
+    summarize(tmp_path)
+    rows, report = read_summary(tmp_path)
+    assert rows[0]["overrides"] == "data.root=/data/scenes optimizer.lr=0.1 trainer.max_epochs=3"
+    assert "| 1 | 1 | ok | optimizer.lr=0.1 | val/map |" in report
+    assert "| 2 | 0 | ok | optimizer.lr=0.0 | val/map |" in report
+    assert "Every run: data.root=/data/scenes trainer.max_epochs=3 (sweep_summary.csv" in report
+
+
 def test_winner_without_best_model_is_said_not_copied(tmp_path):
     job(tmp_path, "0", 0.9)
     job(tmp_path, "1", 0.1, model=b"loser")

@@ -107,6 +107,14 @@ def _write_kept(write: Any, path: Path, *args: Any) -> None:
         log.warning("%s", error)
 
 
+def _shared_and_swept(overrides: list[str]) -> tuple[str, list[str]]:
+    """The overrides every run has, and each run's others (what the sweep varied)."""
+    lists = [line.split(" ") if line else [] for line in overrides]
+    common = set.intersection(*(set(items) for items in lists)) if len(lists) > 1 else set()
+    shared = " ".join(item for item in lists[0] if item in common) if lists else ""
+    return shared, [" ".join(item for item in items if item not in common) for items in lists]
+
+
 def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dict[str, Any] | None:
     """sweep_summary.csv / .md of the ranked `runs` at `root`, and the winner's best_model.pt
     copied there; `note` ends the .md. Returns the winner (None when no run finished)."""
@@ -124,9 +132,13 @@ def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dic
     else:
         title = f"{len(runs)} runs"
         verdict = "No winner: no run finished with a monitored value; nothing was copied."
+    shared, swept = _shared_and_swept([run["overrides"] for run in runs])
+    shown = [row[:3] + [what] + row[4:] for row, what in zip(rows, swept, strict=True)]
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in shown]
     lines = [f"# Sweep summary ({title})", "", *table, "", verdict]
+    if shared:
+        lines.append(f"Every run: {shared} (sweep_summary.csv has each run's full overrides).")
     if failed:
         lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
     _write_kept(write_text, root / "sweep_summary.md", "\n".join([*lines, note]).strip() + "\n")
