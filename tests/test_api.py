@@ -43,10 +43,17 @@ def test_run_trains_and_evaluates_like_the_cli(tmp_path, scene_root, monkeypatch
 
 def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    overrides = [f"data.root={scene_root}", "optimizer=adamw", "trainer.max_epochs=0", *TINY]
-    with pytest.raises(UserError):  # max_epochs=0 is refused by the task: the config is written
-        run(["mode=train", f"hydra.run.dir={tmp_path / 'api'}", *overrides])
-    cli = run_cli("--cfg", "job", "mode=train", *overrides, cwd=tmp_path)
+    missing = tmp_path / "missing.pt"  # refused by the task, after Hydra wrote the config
+    overrides = [
+        "mode=eval",
+        f"ckpt={missing}",
+        f"data.root={scene_root}",
+        "optimizer=adamw",
+        *TINY,
+    ]
+    with pytest.raises(UserError):
+        run([f"hydra.run.dir={tmp_path / 'api'}", *overrides])
+    cli = run_cli("--cfg", "job", *overrides, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     api = yaml.safe_load((tmp_path / "api" / ".hydra" / "config.yaml").read_text())
     assert api == yaml.safe_load(cli.stdout)

@@ -155,10 +155,9 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
 def test_an_empty_folder_made_by_the_user_is_a_fine_run_folder(user_folder):
     run_dir = user_folder / "run"
     run_dir.mkdir()
-    # the run started: the config was checked
-    assert_run_refuses("experiment=demo", "optimizer.lr=-1", f"hydra.run.dir={run_dir}")(
-        "optimizer.lr"
-    )
+    # the run started in it: its task refused the missing checkpoint
+    missing = user_folder / "missing.pt"
+    assert_run_refuses("mode=eval", f"ckpt={missing}", f"hydra.run.dir={run_dir}")("missing.pt")
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 

@@ -191,6 +191,7 @@ def test_user_mistakes_end_in_one_line(tmp_path, capsys, overrides, words):
     result = run_main(*overrides, cwd=tmp_path, capsys=capsys)
     assert_one_line_error(result, *words)
     assert result.returncode == 2
+    assert not (tmp_path / "outputs").exists()  # said before Hydra makes a run folder
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from hydra.types import HydraContext, RunMode
 
 from finetune.choices import check_command_line
 from finetune.errors import UserError
-from finetune.tasks import run_task
+from finetune.tasks import check_config, run_task
 
 
 def config_dir() -> Path:
@@ -46,7 +46,9 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
     conf = config_dir()
-    check_command_line(overrides, conf)
+    composed = check_command_line(overrides, conf)
+    if composed is not None:  # its values too, before Hydra makes a run folder
+        check_config(composed)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="finetune"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)

@@ -51,16 +51,18 @@ PLUGIN_EXTRAS = {
 }
 
 
-def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
+def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | None:
     """Raise a one-line UserError for what Hydra would refuse in many lines, and for a run (or
-    sweep) folder that already holds files; return when the command line may run."""
+    sweep) folder that already holds files; return when the command line may run: with the
+    config of the one run it will make (None for a sweep, --cfg, --help and the like), whose
+    values the caller can check before Hydra makes a run folder."""
     args = _parse_arguments(argv)
     flags = [f"--{name.replace('_', '-')}" for name in EXCLUSIVE]
     given = [flag for name, flag in zip(EXCLUSIVE, flags, strict=True) if getattr(args, name)]
     if len(given) > 1:
         raise UserError(f"only one of {', '.join(flags)} at a time (got {' and '.join(given)})")
     if any(getattr(args, name) for name in HYDRA_ANSWERS):
-        return
+        return None
     overrides = [parse_override(line) for line in args.overrides]
     typo = unknown_choice(overrides, config_dir)
     if typo:
@@ -81,6 +83,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> None:
         _refuse_report_without_sweep(cfg)
     if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
+    return None if sweep or args.cfg is not None else cfg
 
 
 def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:

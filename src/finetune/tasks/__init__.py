@@ -158,15 +158,22 @@ def _task(mode: str) -> Callable[[DictConfig], dict]:
     return getattr(import_module(module), name)
 
 
+def check_config(cfg: DictConfig) -> None:
+    """The mode, the values and `ckpt`, each mistake one UserError line; no torch or Lightning
+    import. The command line and run() call it before Hydra makes a run folder, run_task again
+    (a sweep's job, a job of another launcher)."""
+    if cfg.mode not in TASKS:  # the one list of modes
+        raise UserError(f"unknown mode={cfg.mode!r}: choose one of {', '.join(TASKS)}")
+    validate_config(cfg)
+    check_ckpt(cfg)
+
+
 def run_task(cfg: DictConfig) -> dict:
     """Check the config, then run the task it names, turning library errors into one line.
 
     The checks come before the task's import (torch and Lightning, 5 s): a mistyped value or a
     missing ckpt answers in a second."""
-    if cfg.mode not in TASKS:  # the one list of modes
-        raise UserError(f"unknown mode={cfg.mode!r}: choose one of {', '.join(TASKS)}")
-    validate_config(cfg)
-    check_ckpt(cfg)
+    check_config(cfg)
     task = _task(cfg.mode)
     quiet_console()  # after the import: importing Lightning adds the console handler it removes
     log.info("config (resolved):\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
