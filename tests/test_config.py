@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.api import config_dir
 from finetune.validate import validate_config
 
-from conftest import compose_config
+from conftest import REPO, compose_config
 
 CONF = config_dir()
 SRC = Path(__file__).resolve().parents[1] / "src" / "finetune"
@@ -74,3 +74,19 @@ def test_no_dead_keys(tmp_path):
         and not re.search(rf"\b{re.escape(key.split('.')[-1])}\b", source)
     )
     assert not dead, f"keys read by nothing in src/: {dead}"
+
+
+def test_every_config_folder_ships_with_the_package():
+    """conf/ is installed as finetune.conf: every folder under it is a listed package with its
+    YAML files as package data (an unlisted one makes setuptools warn at every install, and a
+    new group would rest on that warning's fallback)."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(("finetune", "conf", *folder.relative_to(REPO / "conf").parts))
+        for folder in [REPO / "conf", *(p for p in (REPO / "conf").rglob("*") if p.is_dir())]
+    }
+    listed = {name for name in setuptools["packages"] if name.startswith("finetune.conf")}
+    assert listed == folders
+    assert {name for name in setuptools["package-data"]} == folders
