@@ -351,6 +351,35 @@ def logged_epochs(run_dir: Path) -> list[int]:
     return sorted({int(epoch) for epoch in scalars(run_dir)["epoch"]})
 
 
+def ctrl_c_after_the_first_epoch(run_dir: Path, scene_root: Path, console: Path) -> int:
+    """`python -m finetune` training into `run_dir`, SIGINT to its process group (as a terminal
+    sends Ctrl-C) once the first epoch's checkpoints are written; its exit status."""
+    with console.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "finetune",
+                "mode=train",
+                f"data.root={scene_root}",
+                *RESUME,
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=run_dir.parent,
+            env=cli_env(None, run_dir.parent / "cache"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        first = run_dir / "checkpoints" / "epoch000.ckpt"
+        deadline = time.time() + 240
+        while not (first.is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()):
+            assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        return process.wait(timeout=120)
+
+
 def test_ctrl_c_says_how_to_resume_and_the_resumed_run_equals_an_uninterrupted_one(
     tmp_path, scene_root, uninterrupted
 ):
@@ -361,30 +390,15 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_run_equals_an_uninterrupted_o
     at the saved epoch."""
     interrupted_dir = tmp_path / "interrupted"
     console = tmp_path / "console.txt"
-    with console.open("w") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "finetune",
-                "mode=train",
-                f"data.root={scene_root}",
-                *RESUME,
-                f"hydra.run.dir={interrupted_dir}",
-            ],
-            cwd=tmp_path,
-            env=cli_env(None, tmp_path / "cache"),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        first = interrupted_dir / "checkpoints" / "epoch000.ckpt"
-        deadline = time.time() + 240
-        while not (first.is_file() and (interrupted_dir / "checkpoints" / "last.ckpt").is_file()):
-            assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=120) == 130, console.read_text()[-3000:]
+    # The second epoch takes about a second: on a loaded machine this test may wake up only
+    # after the run has finished (exit 0, metrics.json written). Then the Ctrl-C came too late
+    # to test anything, and the run is made again, at most three times.
+    for _ in range(3):
+        shutil.rmtree(interrupted_dir, ignore_errors=True)
+        returncode = ctrl_c_after_the_first_epoch(interrupted_dir, scene_root, console)
+        if returncode != 0 or not (interrupted_dir / "metrics.json").is_file():
+            break
+    assert returncode == 130, console.read_text()[-3000:]
     assert not (interrupted_dir / "metrics.json").exists()
     last = interrupted_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0, "interrupted after its first epoch"
