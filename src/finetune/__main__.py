@@ -17,12 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from finetune.api import config_dir
-from finetune.choices import check_command_line
+from finetune.api import check_before_running, config_dir
 from finetune.errors import UserError
 from finetune.io import user_path
 from finetune.sweep import summarize_interrupted_sweep
-from finetune.tasks import FILE_ONLY, check_config, quiet_console, run_task
+from finetune.tasks import FILE_ONLY, quiet_console, run_task
 
 log = logging.getLogger("finetune")
 
@@ -81,9 +80,7 @@ def _run(cfg: DictConfig) -> float | None:
 def main() -> None:
     """`python -m finetune [overrides]` and the `finetune` console script."""
     try:
-        cfg = check_command_line(sys.argv[1:], config_dir())
-        if cfg is not None:  # one run: its values too, before Hydra makes its folder
-            check_config(cfg)
+        check_before_running(sys.argv[1:])
     except UserError as error:
         _fail(str(error))
     quiet_console()  # before Hydra: a sweeper plugin's imports log too (optuna -> alembic)

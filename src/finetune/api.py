@@ -28,6 +28,14 @@ def config_dir() -> Path:
     return packaged if (packaged / "config.yaml").is_file() else repo
 
 
+def check_before_running(argv: Sequence[str]) -> None:
+    """What is said before Hydra makes a run folder, in one UserError line: the command line
+    (finetune.choices) and, for a command that makes one run, its mode, values and ckpt."""
+    composed = check_command_line(argv, config_dir())
+    if composed is not None:
+        check_config(composed)
+
+
 def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose the config for `overrides`, run its task in a fresh run folder, return its
     results (`run_dir` included).
@@ -45,10 +53,8 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"run() takes overrides, not flags ({' '.join(flags)}): sweeps and flags are for the "
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
+    check_before_running(overrides)
     conf = config_dir()
-    composed = check_command_line(overrides, conf)
-    if composed is not None:  # its values too, before Hydra makes a run folder
-        check_config(composed)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="finetune"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)

@@ -19,6 +19,8 @@ from finetune.safe_load import weights_only_load
 
 log = logging.getLogger(__name__)
 
+LAST = Path("checkpoints", "last.ckpt")  # in a run folder: what resume=<run folder> continues
+
 
 def resume_checkpoint(resume: str | None) -> Path | None:
     """`resume` names a .ckpt file, or a run folder whose checkpoints/last.ckpt is used."""
@@ -26,7 +28,7 @@ def resume_checkpoint(resume: str | None) -> Path | None:
         return None
     path = Path(resume).expanduser()
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        path = path / LAST
     if not path.is_file():
         raise UserError(f"resume={resume}: {path} does not exist (pass a .ckpt or a run folder)")
     return path
@@ -79,7 +81,7 @@ def resumed_settings(
 def resume_hint(run_dir: Path, resume: Path | None) -> str:
     """Where an interrupted run can go on from, and the command that does it: this command with
     resume=<this run folder> (the README's syntax), once the run has saved a checkpoint."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / LAST
     if not last.is_file() and not resume:
         return "no epoch had ended, there is no checkpoint to resume from: run the command again"
     overrides = list(HydraConfig.get().overrides.task)
