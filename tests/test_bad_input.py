@@ -3,6 +3,7 @@ in-process; `python -m finetune` in a subprocess where the exit code is the poin
 tmp folder): odd images work, broken ones are skipped and named, every mistake is one line."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,9 @@ QUICK = ["model.weights=none", "trainer.max_epochs=1", "train_eval_images=0", *T
 
 
 def messy_folder(root):
-    """Six classes of 8 good images, plus every odd and broken file a real folder may hold."""
+    """Six classes of 8 good images, plus every odd and broken file a real folder may hold: odd
+    modes and names (one not UTF-8, as unzip makes from some archives), a link to an image
+    elsewhere, broken files, a text file, macOS's .DS_Store and __MACOSX folder."""
     make_scene_folder(root, per_class=8)
     rng = np.random.default_rng(1)
     odd = {
@@ -38,14 +41,21 @@ def messy_folder(root):
         "sea/deep.png": Image.fromarray(rng.integers(0, 65535, (40, 40)).astype(np.uint16)),
         "street/huge.jpg": class_colour_image(5, rng, side=1).resize((3000, 2000)),
         "sea/fjord_æøå_海.jpg": class_colour_image(4, rng),
+        os.fsdecode(b"mountain/caf\xe9.jpg"): class_colour_image(3, rng),
     }
     for name, image in odd.items():
         image.save(root / name)
+    class_colour_image(4, rng).save(root.parent / "elsewhere.jpg")
+    (root / "sea" / "link.jpg").symlink_to(root.parent / "elsewhere.jpg")
+    odd["sea/link.jpg"] = None
+    (root / "__MACOSX" / "sea").mkdir(parents=True)
+    (root / "__MACOSX" / "sea" / "._img_000.jpg").write_bytes(b"\x00\x05\x16\x07")
     good = (root / "forest" / "img_000.jpg").read_bytes()
     broken = {
         "forest/truncated.jpg": good[: len(good) // 2],
         "glacier/empty.jpg": b"",
         "street/random_bytes.jpg": np.random.default_rng(2).bytes(2048),
+        os.fsdecode(b"street/bro\xe9ken.jpg"): b"not a jpeg",
     }
     for name, content in broken.items():
         (root / name).write_bytes(content)
@@ -66,13 +76,13 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
         *QUICK,
     )
     log = (run_dir / "finetune.log").read_text(encoding="utf-8")  # what the console showed
-    warnings = [line for line in log.splitlines() if "skipping 3 unreadable" in line]
+    warnings = [line for line in log.splitlines() if "skipping 4 unreadable" in line]
     assert len(warnings) == 1
-    for name in broken:
-        assert name.split("/")[1] in warnings[0]
+    for name in broken:  # the name that is not UTF-8 is logged escaped
+        assert name.split("/")[1].encode("utf-8", "backslashreplace").decode() in warnings[0]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["skipped_images"] == 3
-    manifest = (run_dir / "split.csv").read_text(encoding="utf-8")
+    assert metrics["skipped_images"] == 4
+    manifest = (run_dir / "split.csv").read_text(encoding="utf-8", errors="surrogateescape")
     for name in odd:  # every odd-but-valid image is in the split
         assert name in manifest
     for name in (*broken, "sea/notes.txt", "sea/.DS_Store"):
@@ -94,6 +104,11 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
             ],
         ),
         ("root/only/<class>", ["1 class folder", "did you mean data.root=ROOT/only?"]),
+        (  # the layout of the Intel scene archive: its unlabelled seg_pred is no answer
+            "root/seg_train/seg_train/<class>",
+            ["class folder ROOT/seg_pred", "did you mean data.root=ROOT/seg_train/seg_train?"],
+        ),
+        ("dangling link", ["ROOT/street/gone.jpg is a link to", "which does not exist"]),
         (
             "class/2019/<images>",
             ["class folder ROOT/street holds no images directly inside it", "move them up"],
@@ -114,6 +129,13 @@ def test_broken_data_folders(user_folder, layout, words):
         make_scene_folder(root / "test", per_class=2)
     elif layout == "root/only/<class>":
         make_scene_folder(root / "only", per_class=2)
+    elif layout == "root/seg_train/seg_train/<class>":
+        make_scene_folder(root / "seg_train" / "seg_train", per_class=4)
+        make_scene_folder(root / "seg_test" / "seg_test", per_class=2)
+        make_scene_folder(root / "seg_pred", per_class=5, classes=["seg_pred"])
+    elif layout == "dangling link":  # e.g. git-annex data not fetched: never dropped silently
+        make_scene_folder(root, per_class=4)
+        (root / "street" / "gone.jpg").symlink_to(tmp_path / "not-fetched.jpg")
     elif layout == "class/2019/<images>":
         make_scene_folder(root, per_class=4)
         shutil.move(root / "street", tmp_path / "2019")
@@ -127,7 +149,7 @@ def test_refuse_instead_of_skip_when_asked(user_folder):
     messy_folder(user_folder / "data")
     assert_run_refuses(
         "mode=train", f"data.root={user_folder / 'data'}", "data.bad_images=error", *QUICK
-    )("3 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
+    )("4 file(s)", "not readable images", "truncated.jpg", "empty.jpg")
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

@@ -41,7 +41,7 @@ from finetune.reports.eval_figures import rank_by_class
 from finetune.reproduction import compare_with_reference, load_reference
 from finetune.validate import validate_config
 
-from conftest import SCENE_CLASSES, compose_config
+from conftest import SCENE_CLASSES, TINY, as_user_in, compose_config, run_in_process
 
 EVAL = [
     "mode=eval",
@@ -119,6 +119,14 @@ def soft_eval(soft_ckpt, tmp_path_factory) -> Path:
 def soft_val_eval(soft_ckpt, tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("eval_soft_val")
     evaluate(soft_ckpt, cwd, "split=val")
+    return cwd / "eval"
+
+
+@pytest.fixture(scope="module")
+def soft_train_eval(soft_ckpt, tmp_path_factory) -> Path:
+    """split=train evaluated: the training images as they are, never augmented."""
+    cwd = tmp_path_factory.mktemp("eval_soft_train")
+    evaluate(soft_ckpt, cwd, "split=train")
     return cwd / "eval"
 
 
@@ -200,12 +208,16 @@ def plain_torch_scores(ckpt: Path, root: Path, paths: list[str]) -> np.ndarray:
     return torch.stack(rows).numpy()
 
 
-@pytest.mark.parametrize(("which", "split"), [("soft_eval", "test"), ("soft_val_eval", "val")])
+@pytest.mark.parametrize(
+    ("which", "split"),
+    [("soft_eval", "test"), ("soft_val_eval", "val"), ("soft_train_eval", "train")],
+)
 def test_every_score_row_is_the_forward_pass_of_its_manifest_image(
     which, split, request, soft_ckpt, trained_run, scene_root
 ):
     """Row i of softmax_scores.pt is image i of the split in split.csv, and `split=val` scores
-    exactly the val images. The rows are far apart, so a swapped or shifted row would show."""
+    exactly the val images, `split=train` the training images through the evaluation transform
+    (no random crop or flip). The rows are far apart, so a swapped or shifted row would show."""
     run = request.getfixturevalue(which)
     paths, labels, _ = manifest_split(trained_run, split)
     other = set(manifest_split(trained_run, "test" if split == "val" else "val")[0])
@@ -506,6 +518,30 @@ def test_a_checkpoint_without_its_manifest_recomputes_its_own_split(trained_run,
     assert metrics["n"] == len(manifest_split(trained_run)[0]) == 12
 
 
+def test_a_run_given_a_relative_data_root_evaluates_from_any_folder(scene_root, tmp_path):
+    """data.root=scenes typed in the data's parent folder: the checkpoint keeps the absolute
+    folder, so eval from another working folder finds the data (nothing has moved)."""
+    (tmp_path / "elsewhere").mkdir()
+    with as_user_in(scene_root.parent):
+        run_in_process(
+            "mode=train",
+            f"data.root={scene_root.name}",
+            "data.split.test=12",
+            "data.split.val=12",
+            "model.weights=none",
+            "trainer.max_epochs=1",
+            "train_eval_images=0",
+            *TINY,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        )
+    assert load_checkpoint(tmp_path / "run" / "best_model.pt").data["root"] == str(scene_root)
+    with as_user_in(tmp_path / "elsewhere"):
+        evaluate(tmp_path / "run" / "best_model.pt", tmp_path / "elsewhere")
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "elsewhere" / "eval" / "metrics.json").read_text())
+    assert evaluated["acc_mean"] == pytest.approx(test["test/acc_mean"], abs=1e-6)
+
+
 class _Marker:
     """Unpickling this object opens (creates) a file: the stand-in for malicious code."""
 
@@ -608,6 +644,34 @@ def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
     with pytest.raises(UserError, match=words) as error:
         load_checkpoint(path)
     assert "weights-only" not in str(error.value) and "(101)" not in str(error.value)
+
+
+def _without_data(payload: dict) -> None:
+    del payload["data"]
+
+
+def _head_of_ten(payload: dict) -> None:
+    payload["state_dict"]["fc.weight"] = torch.zeros(10, 512)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (_without_data, ["lacks 'data'", "as training wrote it"]),
+        (_head_of_ten, ["does not fit a resnet18: size mismatch for fc.weight", "[10, 512]"]),
+    ],
+    ids=["a key removed", "a head of another size"],
+)
+def test_checkpoints_edited_by_hand_are_one_line_naming_what_is_wrong(
+    edit, words, trained_run, tmp_path
+):
+    payload = torch.load(trained_run / "best_model.pt", weights_only=True)
+    edit(payload)
+    torch.save(payload, tmp_path / "best_model.pt")
+    with pytest.raises(UserError) as error:
+        load_checkpoint(tmp_path / "best_model.pt")
+    for word in words:
+        assert word in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 def _compose(overrides: list[str]):

@@ -12,7 +12,7 @@ from finetune.data.images import find_images
 from finetune.errors import UserError
 from test_evaluate import direct_scores, make_soft_checkpoint
 
-from conftest import run_in_process
+from conftest import assert_run_refuses, run_in_process
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,52 @@ def test_input_must_be_an_image_or_a_folder(tmp_path):
     (tmp_path / "one.png").write_bytes(b"")
     assert find_images(tmp_path / "one.png", "predict.input") == (tmp_path, ["one.png"])
     assert find_images(tmp_path, "predict.input") == (tmp_path, ["one.png"])
+
+
+def test_one_linked_image_is_named_as_given(trained_run, scene_root, user_folder):
+    """A link to a content-addressed blob without a suffix (git-annex, DVC, a hub cache): the
+    row names the link, and the scores are those of the image it points to."""
+    ckpt = make_soft_checkpoint(trained_run, user_folder / "soft")
+    blob = user_folder / "blobs" / "9f86d081884c7d65"
+    blob.parent.mkdir()
+    shutil.copy(sorted((scene_root / "sea").glob("*.jpg"))[0], blob)
+    link = user_folder / "photo.jpg"
+    link.symlink_to(blob)
+    run_in_process(
+        "mode=predict",
+        f"ckpt={ckpt}",
+        f"predict.input={link}",
+        f"hydra.run.dir={user_folder / 'run'}",
+        "data.loader.num_workers=0",
+        "trainer.enable_progress_bar=false",
+    )
+    with (user_folder / "run" / "predictions.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["file"] == str(link)
+    names = load_checkpoint(ckpt).class_names
+    direct = direct_scores(ckpt, user_folder, ["photo.jpg"]).numpy()[0]
+    np.testing.assert_allclose([float(row[f"score_{n}"]) for n in names], direct, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("files", "given", "settings", "words"),
+    [
+        (["broken.jpg"], "new/broken.jpg", [], ["new/broken.jpg is not a readable image"]),
+        (["good.jpg", "broken.jpg"], "new", ["data.bad_images=error"], ["1 file(s)", "broken.jpg"]),
+    ],
+)
+def test_broken_inputs_are_one_line(
+    files, given, settings, words, trained_run, scene_root, user_folder
+):
+    """One broken file given is said as such; data.bad_images=error refuses instead of skipping."""
+    source = sorted((scene_root / "sea").glob("*.jpg"))[0].read_bytes()
+    (user_folder / "new").mkdir()
+    for name in files:
+        (user_folder / "new" / name).write_bytes(source if name == "good.jpg" else source[:99])
+    assert_run_refuses(
+        "mode=predict",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        f"predict.input={user_folder / given}",
+        "data.loader.num_workers=0",
+        *settings,
+    )(*words)

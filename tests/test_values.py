@@ -43,6 +43,7 @@ QUICK = [
         (["data.std=[0,0,0]"], ["data.std=[0, 0, 0]", "three numbers in (0, 1]"]),
         (["data.mean=[0.5]"], ["data.mean=[0.5]", "three numbers", "RGB"]),
         (["data.mean=[124,116,104]"], ["data.mean=[124, 116, 104]", "0-1 scale"]),
+        (["data.loader.batch_size=1"], ["data.loader.batch_size=1", ">= 2"]),
         (["seed=-5"], ["seed=-5", f"[0, {2**32 - 1}]"]),
         (["seed=abc"], ["seed='abc'", "whole number"]),
         (["data.split.seed=-1"], ["data.split.seed=-1", "whole number"]),

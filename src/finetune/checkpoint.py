@@ -151,36 +151,43 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
         raise UserError(
             f"ckpt={path} is not a finetune checkpoint (found {type(payload).__name__})"
         )
-    if payload.get("format") == FORMAT:
-        class_names, data = payload["class_names"], payload["data"]
-        arch = payload.get("arch", DEFAULT_ARCH)  # files written before the key existed: ResNet18
-        state = payload["state_dict"]
-        metrics = payload.get("metrics", {})
-        manifest = _resolve_manifest(payload.get("manifest"), [path.parent / "split.csv"])
-        split = payload.get("hyper_parameters", {}).get("data", {}).get("split")
-    elif "state_dict" in payload and "class_names" in payload.get("hyper_parameters", {}):
-        hparams = payload["hyper_parameters"]
-        class_names, data = hparams["class_names"], hparams["data"]
-        arch = hparams.get("model", {}).get("arch", DEFAULT_ARCH)
-        state = network_state(payload["state_dict"])
-        metrics = {}
-        manifest = _resolve_manifest(None, [path.parent.parent / "split.csv"])
-        split = hparams["data"].get("split")
-    else:
+    try:
+        if payload.get("format") == FORMAT:
+            class_names, data = payload["class_names"], payload["data"]
+            arch = payload.get("arch", DEFAULT_ARCH)  # files older than the key: ResNet18
+            state = payload["state_dict"]
+            metrics = payload.get("metrics", {})
+            manifest = _resolve_manifest(payload.get("manifest"), [path.parent / "split.csv"])
+            split = payload.get("hyper_parameters", {}).get("data", {}).get("split")
+        elif "state_dict" in payload and "class_names" in payload.get("hyper_parameters", {}):
+            hparams = payload["hyper_parameters"]
+            class_names, data = hparams["class_names"], hparams["data"]
+            arch = hparams.get("model", {}).get("arch", DEFAULT_ARCH)
+            state = network_state(payload["state_dict"])
+            metrics = {}
+            manifest = _resolve_manifest(None, [path.parent.parent / "split.csv"])
+            split = hparams["data"].get("split")
+        else:
+            raise UserError(
+                f"ckpt={path} is not a finetune checkpoint: expected best_model.pt or a .ckpt "
+                "written by `python -m finetune mode=train`"
+            )
+    except KeyError as missing:  # edited by hand, or cut short by another program
         raise UserError(
-            f"ckpt={path} is not a finetune checkpoint: expected best_model.pt or a .ckpt "
-            "written by `python -m finetune mode=train`"
-        )
+            f"ckpt={path} lacks {missing}, which a checkpoint of `python -m finetune mode=train` "
+            "holds: pass the file as training wrote it"
+        ) from None
     try:
         net = build_network(len(class_names), arch=arch)
     except UserError as error:  # an architecture this torchvision does not have
         raise UserError(f"ckpt={path} cannot be rebuilt: {error}") from None
     try:
         net.load_state_dict(state)
-    except RuntimeError as error:
-        raise UserError(
-            f"ckpt={path} does not fit a {arch}: {str(error).splitlines()[0]}"
-        ) from None
+    except RuntimeError as error:  # torch names each mismatch on a line of its own
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        first = details[0][:200] if details else str(error)
+        raise UserError(f"ckpt={path} does not fit a {arch}: {first}{more}") from None
     net.eval()
     return LoadedModel(
         net, list(class_names), dict(data), manifest, path, dict(metrics), arch, split

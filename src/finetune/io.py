@@ -1,5 +1,8 @@
 """Atomic, no-clobber file writing (a kill at any moment leaves the old file or the new one), and
-paths written as the user typed them."""
+paths written as the user typed them.
+
+Text is UTF-8 with `surrogateescape`: a file name that is not UTF-8 (as unzip makes from some
+archives) is written back as the bytes it has, so split.csv names the same file when read."""
 
 import csv
 import json
@@ -11,6 +14,7 @@ from typing import Any
 
 from finetune.errors import UserError
 
+TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}  # how every text file is read and written
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -53,7 +57,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = Fa
 
 
 def write_text(path: Path, text: str, overwrite: bool = False) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, **TEXT), overwrite)
 
 
 def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
@@ -64,7 +68,7 @@ def write_csv(
     path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], overwrite: bool = False
 ) -> Path:
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
+        with tmp.open("w", newline="", **TEXT) as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)

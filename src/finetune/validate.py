@@ -85,7 +85,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("seed", SEED_VALUE, SEED),
     ("data.split.seed", SEED_VALUE, SEED),
     ("model.head_seed", SEED_VALUE, SEED),
-    ("data.loader.batch_size", FROM_1, WHOLE_1),
+    # a batch of one has no batch statistics for batch normalisation to train on
+    ("data.loader.batch_size", _integer(lambda v: v >= 2), "a whole number >= 2"),
     ("data.loader.eval_batch_size", FROM_1, WHOLE_1),
     ("data.loader.num_workers", _or("auto", FROM_0), "auto or a whole number >= 0"),
     ("data.loader.pin_memory", _or("auto", _boolean), "true, false or auto"),

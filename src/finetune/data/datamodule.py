@@ -32,7 +32,8 @@ SKIPPED = "skipped_images.txt"
 
 
 def data_root(data_cfg: dict[str, Any]) -> Path:
-    return Path(os.path.expanduser(str(data_cfg["root"])))
+    """data.root as an absolute path (~ expanded): a checkpoint names its data from anywhere."""
+    return Path(os.path.expanduser(str(data_cfg["root"]))).absolute()
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -113,8 +114,11 @@ class ImageDataModule(L.LightningDataModule):
         c = self.cfg
         train_tf = train_transform(c["image_size"], c["train_crop_scale"], c["mean"], c["std"])
         eval_tf = eval_transform(c["image_size"], c["resize_size"], c["mean"], c["std"])
+        # augmentation is for training only: a split that is evaluated (`only`) is seen as it is
         datasets = {
-            split: listing.dataset(train_tf if split == "train" else eval_tf, self.seed, split)
+            split: listing.dataset(
+                train_tf if split == "train" and self.only is None else eval_tf, self.seed, split
+            )
             for split in SPLITS
         }
         # the splits in use must hold every class: all non-empty ones, or the one evaluated

@@ -6,7 +6,13 @@ from typing import Any
 
 from PIL import Image
 
-from finetune.data.images import deeper_note, images_below, list_images, load_rgb
+from finetune.data.images import (
+    deeper_note,
+    images_below,
+    is_ignored_folder,
+    list_images,
+    load_rgb,
+)
 from finetune.data.sources import Listing, drop_unreadable, manifest_listing, missing_class
 from finetune.data.splits import stratified_split
 from finetune.errors import UserError
@@ -15,21 +21,29 @@ log = logging.getLogger(__name__)
 
 
 def _sub_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_ignored_folder(p))
 
 
-def _root_one_level_too_high(root: Path) -> str:
+def _root_one_level_too_high(root: Path, depth: int = 3, most: int = 500) -> str:
     """The hint for data.root=<root> when its folders hold class folders and no images of their
-    own (root/train/<class>, root/test/<class>): the folder among them whose sub-folders hold the
-    most images. "" when some folder of `root` holds images: it is a class folder, root is right."""
-    folders = _sub_folders(root)
-    if any(list_images(folder) for folder in folders):
+    own (root/train/<class>, or an archive's root/seg_train/seg_train/<class>): among the
+    folders below root (`depth` levels, `most` folders at the most), the one whose sub-folders
+    hold images in two or more of them, the most images in all. "" when some folder of `root`
+    holds images: it is a class folder, root is right."""
+    if any(list_images(folder) for folder in _sub_folders(root)):
         return ""
-    holding = {
-        folder: sum(len(list_images(sub)) for sub in _sub_folders(folder)) for folder in folders
-    }
+    holding: dict[Path, int] = {}
+    level, seen = [root], 0
+    for _ in range(depth):
+        below = [sub for folder in level for sub in _sub_folders(folder)][: most - seen]
+        seen += len(below)
+        for folder in below:
+            counts = [len(list_images(sub)) for sub in _sub_folders(folder)]
+            if sum(1 for count in counts if count) >= 2:
+                holding[folder] = sum(counts)
+        level = below
     best = max(holding, key=holding.get, default=None)
-    if best is None or holding[best] == 0:
+    if best is None:
         return ""
     return (
         ": data.root should be the folder whose sub-folders are the classes; did you mean "
@@ -38,7 +52,8 @@ def _root_one_level_too_high(root: Path) -> str:
 
 
 def class_folders(root: Path) -> list[Path]:
-    """Class sub-folders in sorted order (never os.listdir order); hidden folders are ignored."""
+    """Class sub-folders in sorted order (never os.listdir order); hidden folders and __MACOSX
+    are ignored."""
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist: set data.root=/path/to/class/folders")
     folders = _sub_folders(root)

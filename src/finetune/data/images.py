@@ -24,11 +24,20 @@ def is_image_name(path: Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_ignored_folder(path: Path) -> bool:
+    """Folders no one keeps images in: hidden ones (.git, .ipynb_checkpoints) and the
+    __MACOSX folder a zip made on a Mac unpacks (its ._x.jpg files are metadata)."""
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
 def list_images(folder: Path) -> list[Path]:
     """The image files directly inside `folder`, sorted by name: the one rule of every folder
     this package reads (a class folder, predict.input, an ImageNet folder). Images deeper down
-    are not read (`images_below` finds them, to say so)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
+    are not read (`images_below` finds them, to say so). A link whose target is missing is
+    listed, so that the decode check names it instead of the image silently going missing."""
+    return sorted(
+        p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and is_image_name(p)
+    )
 
 
 def images_below(folder: Path) -> list[Path]:
@@ -36,7 +45,7 @@ def images_below(folder: Path) -> list[Path]:
     (sorted): the images `list_images` does not read. Cheap for flat folders (one listing)."""
     found = []
     for current, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = sorted(name for name in folders if not is_ignored_folder(Path(name)))
         if Path(current) != folder:
             found += [Path(current) / name for name in files if is_image_name(Path(name))]
     return sorted(found)
@@ -126,6 +135,11 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Decom
 def _decode_problem(path: Path) -> str | None:
     """None if `path` decodes, else why its data is broken; an I/O error is a UserError, since
     skipping would silently drop images that are fine (a whole class, for a permission error)."""
+    if path.is_symlink() and not path.exists():  # e.g. git-annex or DVC data not fetched yet
+        raise UserError(
+            f"{path} is a link to {os.readlink(path)}, which does not exist: fetch the data it "
+            "points to (git annex get, dvc pull, ...) or remove the link"
+        )
     try:
         with Image.open(path) as image:
             image.load()

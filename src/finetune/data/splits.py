@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from finetune.errors import UserError
-from finetune.io import write_csv
+from finetune.io import TEXT, write_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -124,7 +124,7 @@ def read_manifest(path: Path, class_names: Sequence[str]) -> tuple[list[str], li
         raise UserError(f"manifest {path} does not exist: pass the split.csv of an earlier run")
     index = {name: i for i, name in enumerate(class_names)}
     items, labels, splits = [], [], []
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", **TEXT) as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames != ["path", "label", "split"]:
             raise UserError(f"{path} is not a split manifest (columns path,label,split)")

@@ -99,9 +99,11 @@ def confusion_figure(
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
     side = 2.5 + 0.6 * len(class_names)
     figure = Figure(figsize=(side, side), layout="constrained")
+    ax = figure.subplots()
     ConfusionMatrixDisplay(matrix, display_labels=list(class_names)).plot(
-        ax=figure.subplots(), xticks_rotation=45, colorbar=False, values_format="d"
+        ax=ax, xticks_rotation=45, colorbar=False, values_format="d"
     )
+    ax.set_title(f"confusion matrix, {len(labels)} images", fontsize=10)
     return figure, matrix
 
 
@@ -109,7 +111,7 @@ def pr_curves_figure(
     labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], ap: Sequence[float]
 ) -> Figure:
     """One-vs-rest precision-recall curve of every class present in the split."""
-    figure = Figure(figsize=(6, 5), layout="constrained")
+    figure = Figure(figsize=(7.5, 5), layout="constrained")
     ax = figure.subplots()
     for c, name in enumerate(class_names):
         positive = labels == c
@@ -119,7 +121,7 @@ def pr_curves_figure(
         ax.step(recall, precision, where="post", label=f"{name} (AP {ap[c]:.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.03))
     ax.set_title("precision-recall, one class vs the rest")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: covers no curve
     return figure
 
 

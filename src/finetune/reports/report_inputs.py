@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from finetune.io import TEXT
 from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
 from finetune.sweep import OK, sweep_runs
 
@@ -109,7 +110,7 @@ def _runs(sweep: Path) -> list[dict[str, Any]]:
 
 def _split_counts(manifest: Path) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
-    with manifest.open(newline="", encoding="utf-8") as handle:
+    with manifest.open(newline="", **TEXT) as handle:
         for row in csv.DictReader(handle):
             counts.setdefault(row["label"], Counter())[row["split"]] += 1
     return counts

@@ -128,7 +128,8 @@ def quiet_console() -> None:
     """One console: Lightning's own handler goes (Hydra's root handlers already print and write
     finetune.log). No advertising, no library deprecation noise: each filtered where it starts,
     by logger and message or by warning message, category and module; every other warning and
-    log line stays. Safe to call again (each filter is added once)."""
+    log line stays. A file name that is not UTF-8 is logged with its odd bytes escaped, not lost
+    in a "Logging error". Safe to call again (each filter is added once)."""
     for name in _LIGHTNING_LOGGERS:
         lightning_logger = logging.getLogger(name)
         for handler in list(lightning_logger.handlers):
@@ -140,6 +141,9 @@ def quiet_console() -> None:
         once.seen.clear()
         logging.getLogger(name).addFilter(once)
     for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
         ):

@@ -3,9 +3,10 @@
 The images come through the data layer, by the rule every folder is read with
 (finetune.data.images.find_images: the images directly inside, as in a class folder; images in
 sub-folders are skipped with one warning that counts them; hidden files and files without an
-image suffix are ignored silently; finetune.data.sources.drop_unreadable:
-image files that do not decode are skipped with one warning naming them), the scores through
-the one inference path (finetune.inference: float32 unless inference.precision says otherwise).
+image suffix are ignored silently; finetune.data.sources.drop_unreadable: image files that do
+not decode are skipped with one warning naming them, or refused with data.bad_images=error),
+the scores through the one inference path (finetune.inference: float32 unless
+inference.precision says otherwise).
 Rows follow sorted relative paths.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.data.folder import FolderReader
-from finetune.data.images import find_images
+from finetune.data.images import describe, find_images
 from finetune.data.loaders import image_loader
 from finetune.data.sources import Listing, drop_unreadable
 from finetune.data.transforms import eval_transform
@@ -34,10 +35,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.predict.input:
         raise UserError("input is not set: add predict.input=<image file or folder of images>")
     loaded = load_model(cfg)
-    root, items = find_images(Path(str(cfg.predict.input)).expanduser().resolve(), "predict.input")
-    listing = drop_unreadable(Listing(FolderReader(root), items, [-1] * len(items)))
+    # absolute, not resolved: a link keeps its own name (and suffix) in predictions.csv
+    given = Path(str(cfg.predict.input)).expanduser().absolute()
+    root, items = find_images(given, "predict.input")
+    listing = Listing(FolderReader(root), items, [-1] * len(items))
+    listing = drop_unreadable(listing, cfg.data.bad_images)
     if not listing.items:
-        raise UserError(f"predict.input={cfg.predict.input} holds no readable image files")
+        what = "is not a readable image" if given.is_file() else "holds no readable image files"
+        raise UserError(f"predict.input={given} {what}: {describe(listing.skipped)}")
 
     transform = eval_transform(**{key: loaded.data[key] for key in TRANSFORM_KEYS})
     loader_cfg = OmegaConf.to_container(cfg.data.loader, resolve=True)

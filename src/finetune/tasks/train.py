@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
-from finetune.data.datamodule import MANIFEST, ImageDataModule
+from finetune.data.datamodule import MANIFEST, ImageDataModule, data_root
 from finetune.errors import UserError
 from finetune.inference import process_flags_restored, scoring_settings
 from finetune.io import write_json
@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     resume = resume_checkpoint(cfg.resume)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg["root"] = str(data_root(data_cfg))  # kept in the checkpoints: valid from anywhere
     if resume and not data_cfg["manifest"]:
         earlier = resume.parent.parent / MANIFEST
         data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
