@@ -186,6 +186,19 @@ def test_every_image_mode_loads_as_rgb(tmp_path, mode, suffix):
         assert 20 < np.asarray(rgb).mean() < 235
 
 
+def test_a_photo_is_read_upright_by_its_exif_orientation(tmp_path):
+    """Stored 30 wide x 20 high with EXIF orientation 6 (turn 90 degrees clockwise to view):
+    read as the viewer shows it, 20 wide x 30 high, its top-left pixel the stored bottom-left."""
+    stored = np.zeros((20, 30, 3), dtype=np.uint8)
+    stored[-1, 0] = [255, 0, 0]  # stored bottom-left: red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    rgb = load_rgb(tmp_path / "phone.png")
+    assert rgb.size == (20, 30)
+    assert tuple(np.asarray(rgb)[0, 0]) == (255, 0, 0)
+
+
 def test_broken_files_are_skipped_with_a_list_or_refused(tmp_path, caplog):
     root = make_scene_folder(tmp_path / "data", per_class=6)
     (root / "sea" / "zero.jpg").write_bytes(b"")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from finetune import exporting
 from finetune.checkpoint import exported_format, exported_model_message, load_checkpoint
@@ -82,7 +82,7 @@ def json_preprocess(path: Path, description: dict) -> np.ndarray:
     """3 x H x W float32: the preprocessing exactly as the JSON states it, in PIL and NumPy."""
     steps = {step["step"]: step for step in description["preprocessing"]}
     assert list(steps) == ["decode", "resize", "center_crop", "scale", "normalize", "layout"]
-    image = Image.open(path).convert("RGB")
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     short = steps["resize"]["size"]
     width, height = image.size
     if width <= height:

@@ -70,8 +70,9 @@ def describe(export_format: str, file_name: str, loaded: LoadedModel) -> dict[st
         "preprocessing": [
             {
                 "step": "decode",
-                "how": "8-bit RGB, transparent pixels over black (PIL: "
-                "Image.open(path).convert('RGB') for RGB, grayscale and CMYK files)",
+                "how": "8-bit RGB, turned upright by its EXIF orientation, transparent pixels "
+                "over black (PIL: ImageOps.exif_transpose(Image.open(path)).convert('RGB') for "
+                "RGB, grayscale and CMYK files)",
             },
             {
                 "step": "resize",

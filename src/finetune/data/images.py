@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from PIL.Image import DecompressionBombError
 
 from finetune.errors import UserError
@@ -119,9 +119,12 @@ def _deep_gray_to_8bit(array: np.ndarray, is_float: bool) -> np.ndarray:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Decode the whole file (truncated files fail here, not later) and return RGB."""
+    """Decode the whole file (truncated files fail here, not later) and return it as RGB, turned
+    upright by its EXIF orientation as every image viewer shows it (a phone photo held upright
+    is stored sideways, with the turn in its EXIF data)."""
     with Image.open(path) as image:
         image.load()
+        ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
 
 
