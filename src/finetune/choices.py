@@ -43,6 +43,10 @@ VERSIONED = ("hydra-core", "torch", "torchvision", "lightning", "torchmetrics") 
 # A process that is not rank 0 of a distributed launch re-runs the command line into the run
 # folder its rank 0 made (Lightning's DDP launcher passes hydra.run.dir=<that folder>).
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK")
+TRAINER_FLAGS = "trainer."  # +trainer.<flag>=...: a Lightning Trainer flag the config lacks
+# The keys +key=value may add: arguments of the Trainer and of a logger (each passed on to its
+# Lightning class, which refuses one it does not take), and Hydra's own keys.
+ADDABLE = (TRAINER_FLAGS, "logger.", "hydra.")
 # Hydra plugins that come with an extra of this package: a missing one names the extra.
 PLUGIN_EXTRAS = {
     "hydra/sweeper/optuna": "optuna",
@@ -63,7 +67,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         raise UserError(f"only one of {', '.join(flags)} at a time (got {' and '.join(given)})")
     if any(getattr(args, name) for name in HYDRA_ANSWERS):
         return None
-    overrides = [parse_override(line) for line in args.overrides]
+    overrides = [_parse(args.overrides, i) for i in range(len(args.overrides))]
     typo = unknown_choice(overrides, config_dir)
     if typo:
         raise UserError(typo)
@@ -78,12 +82,40 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # the user asked for Hydra's full report
         raise UserError(_explain(error, overrides, config_dir, config_name, lines)) from None
+    _refuse_added_keys_nothing_reads(overrides, config_dir, config_name, lines)
     sweep = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
     if args.cfg is None and not sweep and cfg.mode == "train":
         _refuse_report_without_sweep(cfg)
     if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
     return None if sweep or args.cfg is not None else cfg
+
+
+def _parse(lines: Sequence[str], i: int) -> Override:
+    """Override i of the command line; a word without '=' is most often a mode typed alone
+    (`python -m finetune train`) or an override split by spaces (`data.root = /x`)."""
+    try:
+        return parse_override(lines[i])
+    except UserError:
+        line, before = lines[i], lines[i - 1] if i else ""
+        after, then = (list(lines[i + 1 : i + 3]) + ["", ""])[:2]
+        if "=" in line:
+            raise
+        from finetune.tasks import TASKS  # light: the registry of modes, no torch
+
+        if line in TASKS:
+            raise UserError(f"bad override {line!r}: did you mean mode={line}?") from None
+        if after == "=":  # the override as one word, by where the spaces were
+            spaced = f"{line}={then}"
+        elif after.startswith("="):
+            spaced = line + after
+        elif before.endswith("="):
+            spaced = before + line
+        else:
+            raise
+        raise UserError(
+            f"bad override {line!r}: no spaces around '=': write {spaced} as one word"
+        ) from None
 
 
 def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -145,11 +177,13 @@ def _explain(
     text = str(error).split("Config search path:")[0]
     parts = [part.strip() for part in text.splitlines() if part.strip()]
     if isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):
-        key = getattr(error.__cause__, "full_key", "") or ""
-        line = next((o.input_line for o in overrides if o.key_or_group == key), None)
-        if line is not None:
+        key = getattr(error.__cause__, "full_key", "") or ""  # optimiser for optimiser.lr
+        faulty = [o for o in overrides if f"{o.key_or_group}.".startswith(f"{key}.")]
+        if key and faulty:
+            line = faulty[0].input_line
             others = [other for other in lines if other != line]
-            return _unknown_key(key, line, _config_keys(config_dir, config_name, others))
+            keys = _config_keys(config_dir, config_name, others)
+            return _unknown_key(faulty[0].key_or_group, line, keys)
     plugin = next((name for name in PLUGIN_EXTRAS if f"'{name}'" in text), None)
     if isinstance(error, MissingConfigException) and plugin:
         return f"{plugin} is not installed: pip install -e '.[{PLUGIN_EXTRAS[plugin]}]'"
@@ -177,12 +211,34 @@ def _unknown_key(key: str, line: str, keys: list[str]) -> str:
         names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.6)
         close = [candidate for name in names for candidate in by_name[name]][:3]
     hint = f"did you mean {', '.join(close)}?" if close else "`--cfg job` lists the keys"
-    if in_hydra:
-        return f"unknown key {key} ({hint})"
-    return (
-        f"unknown key {key} ({hint}): +{line.lstrip('+')} adds it as a new key, as "
-        "+trainer.<flag>=... does for a Lightning Trainer flag not listed in the config"
-    )
+    if line.startswith("+"):
+        return (
+            f"{line} adds key {key}, which nothing reads ({hint}): only arguments of "
+            "Lightning's Trainer and loggers can be added, as +trainer.<flag>=... or "
+            "+logger.<name>.<argument>=..."
+        )
+    if key.startswith(TRAINER_FLAGS):
+        return (
+            f"unknown key {key} ({hint}): +{line} passes it to Lightning's Trainer as a flag "
+            "this config does not list"
+        )
+    return f"unknown key {key} ({hint})"
+
+
+def _refuse_added_keys_nothing_reads(
+    overrides: list[Override], config_dir: Path, config_name: str, lines: list[str]
+) -> None:
+    """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo)
+    or fail deep in a run (+optimizer.foo reaches SGD). Only ADDABLE keys and config groups
+    (+group=option) may be added."""
+    for override in overrides:
+        key = override.key_or_group
+        if not override.is_add() or key.startswith(ADDABLE) or (config_dir / key).is_dir():
+            continue
+        line = override.input_line
+        keys = _config_keys(config_dir, config_name, [other for other in lines if other != line])
+        if key not in keys:
+            raise UserError(_unknown_key(key, line, keys))
 
 
 def _config_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
