@@ -1,6 +1,7 @@
 """`from finetune import run`: the command line as a function, for notebooks."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -43,10 +44,11 @@ def test_run_trains_and_evaluates_like_the_cli(tmp_path, scene_root, monkeypatch
 
 def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    missing = tmp_path / "missing.pt"  # refused by the task, after Hydra wrote the config
+    not_a_checkpoint = tmp_path / "notes.pt"  # refused by the task, after Hydra wrote the config
+    not_a_checkpoint.write_text("not a checkpoint")
     overrides = [
         "mode=eval",
-        f"ckpt={missing}",
+        f"ckpt={not_a_checkpoint}",
         f"data.root={scene_root}",
         "optimizer=adamw",
         *TINY,
@@ -57,6 +59,20 @@ def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
     assert cli.returncode == 0, cli.stderr
     api = yaml.safe_load((tmp_path / "api" / ".hydra" / "config.yaml").read_text())
     assert api == yaml.safe_load(cli.stdout)
+
+
+def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypatch):
+    """After run() the root logger is as it was: what the notebook logs next does not go on into
+    the last run's finetune.log (Hydra set up that file for the run's own lines)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    before = list(logging.getLogger().handlers)
+    with pytest.raises(UserError):
+        run(["mode=eval", f"ckpt={tmp_path / 'notes.pt'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert logging.getLogger().handlers == before
+    logging.getLogger("notebook").warning("a line of the notebook's own")
+    log = (tmp_path / "run" / "finetune.log").read_text()
+    assert "mode=eval: writing to" in log and "a line of the notebook's own" not in log
 
 
 def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ The tables of mistakes go through the entry point's main() in this process (run_
 only a fresh interpreter shows runs as `python -m finetune`: which modules an answer imports,
 --help, the full Hydra error, the installs' configs and console script."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess
     from finetune.__main__ import main
 
     saved_argv, saved_cwd = sys.argv, Path.cwd()
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)  # a process's exit would close the run's log files
     sys.argv = ["finetune", *argv]
     os.chdir(cwd)
     try:
@@ -78,6 +81,9 @@ def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess
         os.chdir(saved_cwd)
         gc.unfreeze()  # main() freezes the collector for the interpreter's exit
         GlobalHydra.instance().clear()
+        for handler in set(root.handlers) - set(saved_handlers):
+            handler.close()
+        root.handlers[:] = saved_handlers
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(list(argv), returncode, captured.out, captured.err)
 
@@ -116,17 +122,22 @@ def test_help_and_command_line_errors_import_neither_torch_nor_lightning(tmp_pat
         (["optimizer.name=adam", "experiment=demo"], ["optimizer.name='adam'", "sgd, adamw"]),
         # the whole default config passes validation first (trainer.precision=auto included)
         (["mode=eval"], ["ckpt is not set: add ckpt=path/to/best_model.pt (mode=eval)"]),
+        (["mode=eval", "ckpt=gone.pt"], ["ckpt=gone.pt does not exist"]),
+        (["mode=report"], ["mode=report needs the sweep folder"]),
+        (["mode=report", "sweep=."], ["sweep=. is not a sweep folder"]),
     ],
-    ids=["lr", "batch-size", "optimizer-name", "no-ckpt"],
+    ids=["lr", "batch-size", "optimizer-name", "no-ckpt", "ckpt-gone", "no-sweep", "not-a-sweep"],
 )
 def test_config_mistakes_answer_before_torch_and_lightning(tmp_path, arguments, words):
-    """A value mistake or a missing ckpt is said before the task imports torch and Lightning
-    (5 s): the one `error:` line comes in about half a second."""
+    """A value mistake, or a ckpt / sweep folder not given or not there, is said before the
+    task imports torch and Lightning (5 s) and before Hydra makes a run folder: the one `error:`
+    line comes in about half a second, and nothing is written."""
     result, modules = imported_modules(*arguments, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert_one_line_error(result, *words)
     assert "hydra" in modules, result.stderr[-3000:]
     assert not {"torch", "lightning", "torchvision"} & modules
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_help_says_what_to_type_before_the_groups_and_the_config(tmp_path):

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from finetune import run
+from finetune.errors import UserError
 from finetune.sweep import SweepSummary
 from test_cli import run_main
 
@@ -114,6 +116,49 @@ def test_no_finished_run_means_no_winner(tmp_path):
         ("0", "failed", ""),
     ]
     assert "No winner" in report and not (tmp_path / "best_model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "last_file"),
+    [
+        ("eval", "metrics.json"),
+        ("analyze", "feature_stats.json"),
+        ("predict", "predictions.csv"),
+        ("export", "model.onnx.json"),
+    ],
+)
+def test_a_sweep_of_another_mode_lists_its_runs_done_or_failed(tmp_path, capsys, mode, last_file):
+    """`-m mode=eval ckpt=a,b`: a run that wrote its mode's last file is done (nothing to rank,
+    no winner, exit 0); one that did not is failed, and only then does the sweep exit 2."""
+    for name in ("0", "1"):
+        folder = job(tmp_path, name, None)
+        (folder / ".hydra" / "config.yaml").write_text(f"mode: {mode}\n")
+        (folder / last_file).write_text("{}")
+    summarize(tmp_path)  # no SystemExit: every run is done
+    rows, report = read_summary(tmp_path)
+    assert [(row["run"], row["status"], row["rank"]) for row in rows] == [
+        ("0", "done", ""),
+        ("1", "done", ""),
+    ]
+    assert "Nothing to rank" in report and not (tmp_path / "best_model.pt").exists()
+    assert not capsys.readouterr().err
+    with pytest.raises(UserError, match="is not a sweep of trainings"):
+        run(
+            [
+                "mode=report",
+                f"sweep={tmp_path}",
+                f"hydra.run.dir={tmp_path.parent / (tmp_path.name + '-report')}",
+            ]
+        )
+
+    (tmp_path / "1" / last_file).unlink()
+    for summary in tmp_path.glob("sweep_summary.*"):
+        summary.unlink()
+    with pytest.raises(SystemExit):
+        summarize(tmp_path)
+    rows, _ = read_summary(tmp_path)
+    assert [row["status"] for row in rows] == ["done", "failed"]
+    assert "1 of 2 runs failed (run 1)" in capsys.readouterr().err
 
 
 def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_line(tmp_path, capsys):

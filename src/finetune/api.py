@@ -6,7 +6,9 @@ and finetune.log), and the same task; its results come back as a dict with `run_
 A user mistake raises UserError carrying the line the command line prints after `error:`.
 """
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,10 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     check_before_running(overrides)
     conf = config_dir()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="finetune"):
+    with (
+        _logging_restored(),
+        initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="finetune"),
+    ):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
         context = HydraContext(
             config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg)
@@ -73,6 +78,23 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     if isinstance(results, UserError):
         raise results
     return {"run_dir": str(job.hydra_cfg.hydra.runtime.output_dir), **(results or {})}
+
+
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """The root logger as it was: the run's handlers (its console and finetune.log, set up by
+    Hydra for the job) are closed when it ends, so that the notebook's own logging afterwards
+    does not go on into the last run's log file."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _task_or_user_error(cfg: Any) -> dict[str, Any] | UserError:

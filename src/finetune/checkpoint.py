@@ -16,6 +16,7 @@ from finetune.errors import UserError
 from finetune.io import save_torch
 from finetune.network import DEFAULT_ARCH, build_network
 from finetune.safe_load import weights_only_load
+from finetune.validate import no_ckpt_there
 
 FORMAT = "finetune.best_model/1"
 DATA_KEYS = ("kind", "root", "image_size", "resize_size", "mean", "std")
@@ -142,7 +143,7 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
             raise UserError(f"ckpt={path} is a folder without best_model.pt: pass the file itself")
         path = path / "best_model.pt"
     if not path.is_file():
-        raise UserError(f"ckpt={path} does not exist: pass the best_model.pt of a training run")
+        raise UserError(no_ckpt_there(path))
     exported = exported_format(path)
     if exported is not None:
         raise UserError(exported_model_message(path, exported))

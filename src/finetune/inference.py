@@ -1,7 +1,7 @@
 """The one inference path of eval, predict, analyze and export.
 
 - `load_model`: the model named by `ckpt=` (an unset ckpt is refused before the imports, by
-  finetune.validate.check_ckpt).
+  finetune.validate.check_inputs).
 - the data it is evaluated on: finetune.evaluation_data (evaluation_split).
 - `run_predict` / `softmax_scores`: Lightning's predict loop on one device under the settings
   that make scores reproduce (`inference.precision`), whatever the training profile says.

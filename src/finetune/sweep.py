@@ -20,7 +20,18 @@ from finetune.io import atomic_write, write_csv, write_text
 
 log = logging.getLogger(__name__)
 
-OK, NAN, FAILED = "ok", "nan", "failed"  # values of the `status` column
+# values of the `status` column: ranked (ok, nan), finished with nothing to rank (done), failed
+OK, NAN, DONE, FAILED = "ok", "nan", "done", "failed"
+# The file each mode writes last: a job of a sweep that holds it has finished (a training's
+# metrics.json also holds the value the sweep ranks by). mode=report writes into its `sweep=`
+# folder, so a report job's own folder shows nothing: it counts as finished.
+FINISHED = {
+    "train": "metrics.json",
+    "eval": "metrics.json",
+    "analyze": "feature_stats.json",
+    "predict": "predictions.csv",
+    "export": "model.*.json",
+}
 COLUMNS = ["rank", "run", "status", "overrides", "monitor", "value", "val_acc_mean", "test_map"]
 
 
@@ -41,10 +52,24 @@ def _overrides(job: Path) -> str:
     return " ".join(line.removeprefix("- ").strip() for line in lines if line.strip())
 
 
+def _mode(job: Path) -> str:
+    config = job / ".hydra" / "config.yaml"
+    return str(OmegaConf.load(config).get("mode", "train")) if config.is_file() else "train"
+
+
 def _read_run(job: Path) -> dict[str, Any]:
-    """One job folder: its monitored value, or status `failed` when it wrote no metrics.json
-    (the run crashed, was killed or stopped with an error before the end)."""
+    """One job folder: a training's monitored value; another mode's run is `done` when it wrote
+    its last file; `failed` when it did not (the run crashed, was killed or stopped with an
+    error before the end)."""
     run = {"run": job.name, "overrides": _overrides(job), "status": FAILED}
+    mode = _mode(job)
+    if mode != "train":
+        finished = mode not in FINISHED or any(job.glob(FINISHED[mode]))
+        return (
+            run
+            | {"status": DONE if finished else FAILED, "monitor": "", "mode": ""}
+            | {"value": "", "val_acc_mean": "", "test_map": ""}
+        )
     try:
         metrics = json.loads((job / "metrics.json").read_text())
         monitor = metrics["monitor"]
@@ -70,8 +95,8 @@ def rank_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ranked = finished + [run for run in runs if run["status"] == NAN]
     for rank, run in enumerate(ranked, start=1):
         run["rank"] = rank
-    failed = [run | {"rank": ""} for run in runs if run["status"] == FAILED]
-    return ranked + failed
+    unranked = [run | {"rank": ""} for run in runs if run["status"] in (DONE, FAILED)]
+    return ranked + sorted(unranked, key=lambda run: run["status"] == FAILED)
 
 
 def job_folders(root: Path) -> list[Path]:
@@ -129,6 +154,9 @@ def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dic
             f"Winner: run {winner['run']} ({winner['overrides']}), "
             f"{winner['monitor']} = {winner['value']:.4f}; {copied}"
         )
+    elif all(run["status"] == DONE for run in runs):
+        title = f"{len(runs)} runs"
+        verdict = "Nothing to rank: only training runs have a monitored value."
     else:
         title = f"{len(runs)} runs"
         verdict = "No winner: no run finished with a monitored value; nothing was copied."

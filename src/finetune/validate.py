@@ -14,6 +14,7 @@ from finetune.data.kinds import check_kind
 from finetune.errors import UserError
 from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name
 from finetune.precision import AUTO, trainer_precisions
+from finetune.sweep import job_folders
 
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -226,12 +227,29 @@ def _check_training_inputs(cfg: DictConfig) -> None:
         _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
 
 
-def check_ckpt(cfg: DictConfig) -> None:
-    """A mode that loads a model needs `ckpt`: said before the task imports torch (5 s)."""
-    _require(
-        cfg.mode not in CKPT_MODES or bool(cfg.ckpt),
-        f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})",
-    )
+def no_ckpt_there(path: Path) -> str:
+    return f"ckpt={path} does not exist: pass the best_model.pt of a training run"
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """The file or folder a mode starts from (`ckpt`, mode=report's `sweep`) is given and is
+    there: said before the task imports torch (5 s) and before Hydra makes a run folder."""
+    if cfg.mode in CKPT_MODES:
+        given = f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})"
+        _require(bool(cfg.ckpt), given)
+        ckpt = Path(str(cfg.ckpt)).expanduser()
+        _require(ckpt.exists(), no_ckpt_there(ckpt))
+    if cfg.mode == "report":
+        sweeps = "outputs/multirun/<date>/<time>"
+        _require(cfg.sweep is not None, f"mode=report needs the sweep folder: add sweep={sweeps}")
+        sweep = Path(str(cfg.sweep)).expanduser()
+        _require(sweep.is_dir(), f"sweep={sweep} does not exist: give a sweep folder ({sweeps})")
+        single = (sweep / ".hydra").is_dir()
+        _require(
+            bool(job_folders(sweep)),
+            f"sweep={sweep} is {'a single run' if single else 'not a sweep folder'}: it has no job "
+            f"folders (<n>/.hydra); give the folder of a -m sweep ({sweeps})",
+        )
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from finetune.errors import UserError
-from finetune.validate import check_ckpt, validate_config
+from finetune.validate import check_inputs, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def quiet_console() -> None:
         logging.getLogger(name).addFilter(once)
     for handler in logging.getLogger().handlers:
         stream = getattr(handler, "stream", None)
-        if hasattr(stream, "reconfigure"):
+        if hasattr(stream, "reconfigure") and not stream.closed:
             stream.reconfigure(errors="backslashreplace")
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
@@ -169,7 +169,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.mode not in TASKS:  # the one list of modes
         raise UserError(f"unknown mode={cfg.mode!r}: choose one of {', '.join(TASKS)}")
     validate_config(cfg)
-    check_ckpt(cfg)
+    check_inputs(cfg)
 
 
 def run_task(cfg: DictConfig) -> dict:

@@ -28,7 +28,7 @@ from finetune.io import write_json, write_text
 from finetune.reports.report_document import to_html, to_markdown
 from finetune.reports.report_inputs import STEP_RECORD, hardware, read_inputs
 from finetune.reports.report_sections import build_document
-from finetune.sweep import FAILED, OK, sweep_runs
+from finetune.sweep import DONE, FAILED, OK, sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ OWN_KEYS = {"mode", "sweep", "ckpt", "split", "eval.reference", "hydra.run.dir"}
 
 def report(cfg: DictConfig) -> dict[str, Any]:
     """The task of mode=report: the steps get the other settings of this command line."""
-    if cfg.sweep is None:
-        raise UserError(
-            "mode=report needs the sweep folder: add sweep=outputs/multirun/<date>/<time>"
-        )
     typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     return build_report(Path(str(cfg.sweep)), _passed_on(typed), cfg.report.original)
 
@@ -71,14 +67,11 @@ def _passed_on(overrides: list[str]) -> list[str]:
 
 
 def _winner(sweep: Path) -> dict[str, Any]:
-    if not sweep.is_dir():
-        raise UserError(f"sweep={sweep} does not exist: give a sweep folder (outputs/multirun/...)")
-    runs = sweep_runs(sweep)
-    if not runs:
-        single = (sweep / ".hydra").is_dir()
+    runs = sweep_runs(sweep)  # a sweep folder with job folders (finetune.validate)
+    if runs[0]["status"] != OK and any(run["status"] == DONE for run in runs):
         raise UserError(
-            f"sweep={sweep} is {'a single run' if single else 'not a sweep folder'}: it has no job "
-            "folders (<n>/.hydra); give the folder of a -m sweep (outputs/multirun/<date>/<time>)"
+            f"sweep={sweep} is not a sweep of trainings (its runs have no monitored value to "
+            "rank): give the folder of a -m training sweep"
         )
     if runs[0]["status"] != OK:
         failed = sum(run["status"] == FAILED for run in runs)
