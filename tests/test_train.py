@@ -495,6 +495,36 @@ def test_resumed_run_keeps_the_earlier_best_when_it_gets_worse(tmp_path, scene_r
     assert {p: p.read_bytes() for p in (uninterrupted / "checkpoints").iterdir()} == earlier_files
 
 
+def test_a_resumed_run_keeps_the_network_and_transform_of_its_checkpoint(
+    tmp_path, scene_root, uninterrupted
+):
+    """Resume a run trained from ImageNet weights on a machine that has none cached (an offline
+    node), with another arch and image size typed: nothing is downloaded (the checkpoint's
+    weights replace ImageNet's), and the checkpoint's resnet18 at 32 px goes on, the typed
+    values named as not used; its checkpoints record what was used."""
+    imagenet_run = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    imagenet_run["hyper_parameters"]["model"]["weights"] = "imagenet"
+    torch.save(imagenet_run, tmp_path / "last.ckpt")
+    changed = ["model.arch=resnet34", "data.image_size=48", "data.resize_size=48"]
+    with as_user_in(tmp_path):  # an empty TORCH_HOME: ImageNet weights would be downloaded
+        train_in_process(
+            tmp_path / "resumed",
+            f"data.root={scene_root}",
+            *[o for o in RESUME if o != "model.weights=none"],
+            "model.weights=imagenet",
+            "trainer.max_epochs=3",
+            *changed,
+            f"resume={tmp_path / 'last.ckpt'}",
+        )
+    log = (tmp_path / "resumed" / "finetune.log").read_text()
+    assert "model.arch=resnet34 not used" in log and "data.image_size=48" in log
+    assert "downloading" not in log
+    recorded = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    model, data = recorded["hyper_parameters"]["model"], recorded["hyper_parameters"]["data"]
+    assert model["arch"] == "resnet18" and data["image_size"] == data["resize_size"] == 32
+    assert model["weights"] == "imagenet"  # what the run began from
+
+
 def test_resume_from_a_file_that_cannot_be_resumed_is_one_line(tmp_path, scene_root, uninterrupted):
     from finetune.errors import UserError
 

@@ -37,14 +37,17 @@ class ImageClassifier(L.LightningModule):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
         data: dict[str, Any],
+        pretrained: bool = True,
     ) -> None:
+        """`pretrained=False` builds the network without loading model.weights (still recorded
+        in the hyperparameters): a resumed run's checkpoint replaces them."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["pretrained"])
         self.class_names = list(class_names)
         arch = model.get("arch", DEFAULT_ARCH)
         self.net = build_network(
             len(class_names),
-            model["weights"],
+            model["weights"] if pretrained else "none",
             model["head_seed"],
             model["freeze_backbone"],
             model.get("weights_url"),  # absent from checkpoints written before the key existed

@@ -34,15 +34,26 @@ def resume_checkpoint(resume: str | None) -> Path | None:
     return path
 
 
-def resumed_settings(
-    path: Path, class_names: list[str], optimizer: dict[str, Any], scheduler: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The optimizer and scheduler settings of the checkpoint to resume from.
+# What a resumed run takes from its checkpoint, by config group (None: every key): the state
+# Lightning restores (optimizer, scheduler), the network it fits (arch, head, weights, loss)
+# and what that network was trained to see (the transform). Other keys (epochs, loader, speed
+# settings such as channels_last) are this command line's.
+RESUMED_KEYS: dict[str, tuple[str, ...] | None] = {
+    "optimizer": None,
+    "scheduler": None,
+    "model": ("arch", "weights", "weights_url", "head_seed", "freeze_backbone", "label_smoothing"),
+    "data": ("image_size", "resize_size", "mean", "std", "train_crop_scale"),
+}
 
-    Lightning restores the optimizer and scheduler *state* (learning rate included) from the
-    checkpoint, so other settings on the command line would be recorded but not used: they are
-    named in a warning and the checkpoint's settings are recorded instead. What Lightning would
-    refuse with a traceback (not a training checkpoint, other classes) is refused in one line.
+
+def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`settings` (config groups as dicts) with the RESUMED_KEYS values of the checkpoint to
+    resume from, and its `class_names` (check them with `check_resumed_classes`).
+
+    Values on the command line that differ would be recorded but not used (the optimizer state)
+    or would not fit the saved weights (another arch) or disagree with them (another image
+    size): each is named in a warning, and the checkpoint's value is used and recorded. What
+    Lightning would refuse with a traceback (not a training checkpoint) is one line.
     """
     ckpt = weights_only_load(
         path,
@@ -55,27 +66,32 @@ def resumed_settings(
             "only): pass the run folder or its checkpoints/last.ckpt"
         )
     hparams = ckpt.get("hyper_parameters", {})
-    if hparams.get("class_names") != class_names:
-        raise UserError(
-            f"resume={path} was trained on classes {hparams.get('class_names')}, the data has "
-            f"{class_names}: resume with the same data"
-        )
-    earlier = {"optimizer": hparams["optimizer"], "scheduler": hparams["scheduler"]}
-    for group, now in (("optimizer", optimizer), ("scheduler", scheduler)):
-        changed = sorted(
-            key
-            for key in now.keys() | earlier[group].keys()
-            if now.get(key) != earlier[group].get(key)
-        )
+    resumed: dict[str, Any] = {"class_names": hparams.get("class_names")}
+    for group, keys in RESUMED_KEYS.items():
+        now, earlier = settings[group], hparams.get(group, {})
+        taken = {key: earlier[key] for key in keys or earlier if key in earlier}
+        changed = sorted(key for key in taken.keys() | (set() if keys else now.keys())
+                         if now.get(key) != taken.get(key))  # fmt: skip
         if changed:
             log.warning(
-                "resume: the %s state comes from %s; %s not used (%s)",
+                "resume: the %s settings come from %s; %s not used (%s)",
                 group,
                 path,
                 ", ".join(f"{group}.{key}={now.get(key)}" for key in changed),
-                ", ".join(f"checkpoint: {key}={earlier[group].get(key)}" for key in changed),
+                ", ".join(f"checkpoint: {key}={taken.get(key)}" for key in changed),
             )
-    return earlier["optimizer"], earlier["scheduler"]
+        resumed[group] = taken if keys is None else now | taken
+    return resumed
+
+
+def check_resumed_classes(path: Path, resumed: dict[str, Any], class_names: list[str]) -> None:
+    """The data must hold the classes the checkpoint was trained on (its head has one output
+    each): Lightning would refuse other classes with a traceback."""
+    if resumed["class_names"] != class_names:
+        raise UserError(
+            f"resume={path} was trained on classes {resumed['class_names']}, the data has "
+            f"{class_names}: resume with the same data"
+        )
 
 
 def resume_hint(run_dir: Path, resume: Path | None) -> str:

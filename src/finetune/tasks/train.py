@@ -25,7 +25,13 @@ from finetune.io import write_json
 from finetune.loggers import training_loggers
 from finetune.model import ImageClassifier
 from finetune.precision import resolve_numerics
-from finetune.resume import ctrl_c_says_how_to_resume, resume_checkpoint, resumed_settings
+from finetune.resume import (
+    RESUMED_KEYS,
+    check_resumed_classes,
+    ctrl_c_says_how_to_resume,
+    resume_checkpoint,
+    resumed_settings,
+)
 from finetune.tasks import run_folder
 from finetune.trainer import build_trainer
 
@@ -59,24 +65,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cfg, numerics = resolve_numerics(cfg)
     L.seed_everything(cfg.seed, workers=True)
     resume = resume_checkpoint(cfg.resume)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    settings = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in RESUMED_KEYS}
+    data_cfg = settings["data"]
     data_cfg["root"] = str(data_root(data_cfg))  # kept in the checkpoints: valid from anywhere
-    if resume and not data_cfg["manifest"]:
-        earlier = resume.parent.parent / MANIFEST
-        data_cfg["manifest"] = str(earlier) if earlier.is_file() else None
-    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     if resume:
-        optimizer, scheduler = resumed_settings(
-            resume, datamodule.class_names, optimizer, scheduler
-        )
-    model = ImageClassifier(
-        class_names=datamodule.class_names,
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        data=data_cfg,
+        resumed = resumed_settings(resume, settings)
+        settings = {group: resumed[group] for group in RESUMED_KEYS}
+        data_cfg = settings["data"]
+        earlier = resume.parent.parent / MANIFEST
+        if not data_cfg["manifest"] and earlier.is_file():
+            data_cfg["manifest"] = str(earlier)
+    datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
+    if resume:
+        check_resumed_classes(resume, resumed, datamodule.class_names)
+    model = ImageClassifier(  # resumed: the checkpoint's weights replace ImageNet's, not needed
+        class_names=datamodule.class_names, pretrained=not resume, **settings
     )
     _phase(1, f"data: reading and splitting {datamodule.root}")
     datamodule.setup("fit")  # the decode check and the split now; fit reuses them
