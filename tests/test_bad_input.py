@@ -126,7 +126,7 @@ def test_broken_data_folders(user_folder, layout, words):
         make_scene_folder(root, per_class=4, classes=["sea"])
     elif layout == "root/train/<class>":  # data.root one level too high
         make_scene_folder(root / "train", per_class=4)
-        make_scene_folder(root / "test", per_class=2)
+        make_scene_folder(root / "test", per_class=5)  # more images, yet train is the answer
     elif layout == "root/only/<class>":
         make_scene_folder(root / "only", per_class=2)
     elif layout == "root/seg_train/seg_train/<class>":

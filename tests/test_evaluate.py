@@ -631,9 +631,10 @@ def test_code_in_a_checkpoint_is_never_run(writer, tmp_path):
     [
         (b"not a checkpoint\n", "is not a checkpoint file: torch.load cannot read it"),
         (b"", "is not a checkpoint file: torch.load cannot read it"),
+        (b"checkpoint of run 3\n", "is not a checkpoint file: torch.load cannot read it"),
         (None, "not a finetune checkpoint"),
     ],
-    ids=["text", "empty", "foreign dict"],
+    ids=["text", "empty", "text that begins like a pickle opcode", "foreign dict"],
 )
 def test_files_that_are_not_checkpoints_are_refused(content, words, tmp_path):
     path = tmp_path / "model.pt"

@@ -6,6 +6,7 @@ would run code when loaded is refused, and torch's advice to turn the check off 
 import pickle
 import pickletools
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def weights_only_load(path: Path, refusal: str, unreadable: str | None = None) -
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         message = str(error)
-        if message.startswith(_WEIGHTS_ONLY_REFUSAL) and ("GLOBAL" in message or _imports(path)):
+        if message.startswith(_WEIGHTS_ONLY_REFUSAL) and _imports(path):
             raise UserError(f"{refusal}: it would run code when loaded, refused") from None
         raise UserError(_unreadable_message(unreadable or refusal)) from None
     except Exception:  # noqa: BLE001 - text, an empty or a damaged file: all mean the same here
@@ -43,11 +44,17 @@ def weights_only_load(path: Path, refusal: str, unreadable: str | None = None) -
 
 
 def _imports(path: Path) -> bool:
-    """Whether `path` is a plain pickle (pickle.dump, which torch's safe unpickler does not
-    parse) that imports a name when loaded; its opcodes are read, nothing is run."""
+    """Whether `path` is a whole pickle (pickle.dump's, or the data.pkl in torch.save's zip)
+    that imports a name when loaded; its opcodes are read to the end, nothing is run. A text
+    file that happens to begin like a pickle opcode ("cat", "checkpoint") is not one."""
     try:
-        with path.open("rb") as handle:
-            return any(op.name in _IMPORTING_OPCODES for op, _, _ in pickletools.genops(handle))
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        return any(op.name in _IMPORTING_OPCODES for op, _, _ in pickletools.genops(data))
     except Exception:  # noqa: BLE001 - not a pickle at all (text, garbage): it imports nothing
         return False
 

@@ -28,8 +28,8 @@ def _root_one_level_too_high(root: Path, depth: int = 3, most: int = 500) -> str
     """The hint for data.root=<root> when its folders hold class folders and no images of their
     own (root/train/<class>, or an archive's root/seg_train/seg_train/<class>): among the
     folders below root (`depth` levels, `most` folders at the most), the one whose sub-folders
-    hold images in two or more of them, the most images in all. "" when some folder of `root`
-    holds images: it is a class folder, root is right."""
+    hold images in two or more of them: one named like train, else the most images in all. ""
+    when some folder of `root` holds images: it is a class folder, root is right."""
     if any(list_images(folder) for folder in _sub_folders(root)):
         return ""
     holding: dict[Path, int] = {}
@@ -42,7 +42,8 @@ def _root_one_level_too_high(root: Path, depth: int = 3, most: int = 500) -> str
             if sum(1 for count in counts if count) >= 2:
                 holding[folder] = sum(counts)
         level = below
-    best = max(holding, key=holding.get, default=None)
+    # a training folder first (train/ and test/ may hold as many images), then the most images
+    best = max(holding, key=lambda f: ("train" in f.name.lower(), holding[f]), default=None)
     if best is None:
         return ""
     return (
