@@ -57,3 +57,53 @@ def test_training_curves_of_one_epoch_have_one_epoch_tick_and_plain_loss_numbers
     loss_axes.figure.canvas.draw()
     majors = [label.get_text() for label in loss_axes.get_yticklabels() if label.get_text()]
     assert "0.1" in majors and "1" in majors, majors
+
+
+def visible_labels(axis) -> list[str]:
+    """The tick labels (major and minor) drawn inside the axis' view, empty ones left out."""
+    axis.axes.figure.canvas.draw()
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = zip(
+        [*axis.get_majorticklocs(), *axis.get_minorticklocs()],
+        [*axis.get_majorticklabels(), *axis.get_minorticklabels()],
+        strict=True,
+    )
+    return [label.get_text() for at, label in ticks if lo <= at <= hi and label.get_text()]
+
+
+def test_report_loss_axes_read_plain_numbers_within_one_decade():
+    """A loss that stays within one decade (no decade tick in view): matplotlib labels its log
+    axis 1.65 x 10^0 or 3 x 10^-1 by itself; the report's figures read 1.65 and 0.3."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
+
+    def curves(losses: list[float]) -> dict:
+        metrics = {"loss": losses, "acc_mean": [0.5, 0.6, 0.7], "map": [0.5, 0.6, 0.7]}
+        splits = ("train", "train_eval", "val")
+        return {f"{s}/{m}": ([0, 1, 2], v) for s in splits for m, v in metrics.items()}
+
+    cases = [
+        (lr_comparison_figure({"lr=0.01": curves([1.83, 1.7, 1.62])}), (1.6, 1.85)),
+        (winner_curves_figure(curves([0.45, 0.38, 0.32]), "lr=0.01"), (0.3, 0.5)),
+    ]
+    for figure, (low, high) in cases:
+        FigureCanvasAgg(figure)
+        loss_axes = figure.axes[0]
+        assert loss_axes.get_yscale() == "log"
+        labels = visible_labels(loss_axes.yaxis)
+        assert len(labels) >= 2, labels
+        assert all(low <= float(label) <= high for label in labels), labels  # plain numbers
+
+
+def test_spectrum_rank_axis_has_whole_number_ticks():
+    """5 or 20 eigenvalues: matplotlib would tick ranks 1.5 or 2.5, 7.5; a rank is whole."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from finetune.reports.analysis_figures import spectrum_figure
+
+    for count in (5, 20):
+        figure = spectrum_figure("m", {"a": np.logspace(0, -3, count)})
+        FigureCanvasAgg(figure)
+        labels = visible_labels(figure.axes[0].xaxis)
+        assert len(labels) >= 3 and all(label.isdigit() for label in labels), labels

@@ -210,7 +210,7 @@ def test_sections_in_the_original_order_with_their_content(report_sweep):
 def test_every_number_equals_the_runs_own_files(report_sweep):
     sweep, _ = report_sweep
     report = (sweep / "report.md").read_text()
-    winner = table(report, "| winner")[0][0].split(":")[0].removeprefix("run ")
+    winner = table(report, "| winner")[0][0].split(" (")[0].removeprefix("run ")
 
     with (sweep / winner / "split.csv").open() as handle:  # the split, counted independently
         manifest = list(csv.DictReader(handle))
@@ -323,6 +323,40 @@ def test_a_step_run_again_writes_a_new_report_beside_and_says_a_mismatch(report_
     (row,) = table((sweep / "report-2.md").read_text(), "| max abs difference")
     assert close(row[0], 0.01, 4) and row[1] == "1" and row[4] == "failed"
     assert "FAILED: 1 rows differ" in (sweep / "report-2.md").read_text()
+
+
+def test_swept_values_read_with_four_significant_digits(report_sweep, tmp_path):
+    """An Optuna or multi-parameter sweep gives its runs 17-digit values: the report (winner
+    card, LR table, sentences) shows them to 4 significant digits (the runs' files keep all)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(report_sweep[0], sweep)
+    swept = {"0": ("0.0012345678901234567", "0.87654321012345678"), "1": ("0.05", "0.5")}
+    shown = {"0": ("0.001235", "0.8765"), "1": ("0.05", "0.5")}
+    for job, (lr, momentum) in swept.items():
+        overrides = sweep / job / ".hydra/overrides.yaml"
+        text = re.sub(r"optimizer\.lr=\S+", f"optimizer.lr={lr}", overrides.read_text())
+        overrides.write_text(text + f"- optimizer.momentum={momentum}\n")
+        config = OmegaConf.load(sweep / job / ".hydra/config.yaml")
+        config.optimizer.lr, config.optimizer.momentum = float(lr), float(momentum)
+        OmegaConf.save(config, sweep / job / ".hydra/config.yaml")
+    (sweep / "report.md").unlink()  # a report is written when there is none
+    (sweep / "report.html").unlink()
+    shutil.rmtree(sweep / "report/figures")  # the figures are drawn once, kept otherwise
+    run(["mode=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'run'}"])
+
+    report, html = (sweep / "report.md").read_text(), (sweep / "report.html").read_text()
+    assert "12345678" not in report and "12345678" not in html
+    winner = table(report, "| winner")[0][0].split(" (")[0].removeprefix("run ")
+    lr, momentum = shown[winner]
+    assert table(report, "| winner")[0][0] == f"run {winner} (lr={lr} momentum={momentum})"
+    assert (
+        f'<div class="value">run {winner}</div>'
+        f'<div class="detail">lr={lr} momentum={momentum}</div>'
+    ) in html
+    for _, job, setting, lr_cell, *_ in table(report, "| rank | run |"):
+        lr, momentum = shown[job]
+        assert (setting, lr_cell) == (f"optimizer.lr={lr} optimizer.momentum={momentum}", lr)
+    assert f"this sweep chose {shown[winner][0]}," in report
 
 
 def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):

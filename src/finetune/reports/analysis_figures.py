@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from finetune.features import nonzero_eigenvalues
 from finetune.reports.figures import FIGURES, FigureSink
@@ -30,6 +31,7 @@ def spectrum_figure(module: str, spectra: Mapping[str, np.ndarray]) -> Figure:
         )
     axes.set_yscale("log")
     axes.set_xlabel("eigenvalue rank")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers
     axes.set_ylabel("eigenvalue (variance along the direction)")
     axes.set_title(f"{module}: covariance spectrum of the spatially averaged channels")
     axes.grid(True, alpha=0.3)

@@ -178,7 +178,7 @@ def write_analysis_reports(run_dir: Path, payload: dict[str, Any]) -> None:
         sink.close()
     write_text(run_dir / SUMMARY, markdown)
     log.info(
-        "wrote %s, %s, %s and %d spectrum plots to %s",
+        "wrote %s, %s, %s and %d spectrum plot(s) to %s",
         STATS,
         NONPOSITIVE,
         SUMMARY,

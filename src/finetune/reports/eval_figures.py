@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_curve
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from finetune.data.transforms import denormalize
+from finetune.reports.figures import plain_log_axis
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,8 @@ def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if last - first < 1:  # one epoch: one tick, not +-0.05 with crowded labels
             ax.set(xlim=(first - 0.5, last + 0.5), xticks=[first])
-        if metric == "loss":  # plain numbers (1.2, not 1.2 x 10^0); minor ones where they fit
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        if metric == "loss":  # plain numbers (1.2, not 1.2 x 10^0)
+            plain_log_axis(ax.yaxis)
         if ax.lines:
             ax.legend(fontsize=8)
     figure.suptitle("training run of the checkpoint", fontsize=10)

@@ -1,13 +1,31 @@
-"""Where figures go: a PNG in the run folder's figures/ and the same pixels in TensorBoard."""
+"""Where figures go (a PNG in the run folder's figures/ and the same pixels in TensorBoard), and
+the tick labels the figures of the package share."""
 
 from pathlib import Path
 
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 from PIL import Image
 
 from finetune.io import save_figure
 
 FIGURES = "figures"
+
+
+class PlainLogFormatter(LogFormatter):
+    """Labels the ticks matplotlib's LogFormatter labels, as plain numbers: 0.3, 1.75 and 10000,
+    not 3 x 10^-1, 1.75 x 10^0 and 10^4 (a loss read off a curve is a plain number)."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def plain_log_axis(axis: Axis) -> None:
+    """Plain numbers on a log-scaled axis, at the decades and, where they fit, between them
+    (a loss that stays within one decade gets labels too)."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 class FigureSink:

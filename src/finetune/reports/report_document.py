@@ -44,10 +44,20 @@ class Figure:
 
 
 @dataclass
+class KeyFigure:
+    label: str
+    value: str
+    detail: str = ""  # a smaller line under the value in HTML, in brackets in Markdown
+
+    def text(self) -> str:
+        return f"{self.value} ({self.detail})" if self.detail else self.value
+
+
+@dataclass
 class KeyFigures:
     """The first screen: a few labelled values (a row of cards in HTML, a table in Markdown)."""
 
-    items: list[tuple[str, str]]
+    items: list[KeyFigure]
 
 
 Block = Heading | Paragraph | Bullets | Table | Figure | KeyFigures
@@ -81,7 +91,7 @@ def to_markdown(document: Document, base: Path) -> str:
             parts.append(f"![{block.caption}]({link})\n\n*{block.caption}*\n")
         elif isinstance(block, KeyFigures):
             parts.append(
-                markdown_table([label for label, _ in block.items], [[v for _, v in block.items]])
+                markdown_table([i.label for i in block.items], [[i.text() for i in block.items]])
             )
     return "\n".join(parts)
 
@@ -134,9 +144,11 @@ def to_html(document: Document) -> str:
             )
         elif isinstance(block, KeyFigures):
             cards = "".join(
-                f'<div class="card"><div class="label">{_inline(label)}</div>'
-                f'<div class="value">{_inline(value)}</div></div>'
-                for label, value in block.items
+                f'<div class="card"><div class="label">{_inline(item.label)}</div>'
+                f'<div class="value">{_inline(item.value)}</div>'
+                + (f'<div class="detail">{_inline(item.detail)}</div>' if item.detail else "")
+                + "</div>"
+                for item in block.items
             )
             body.append(f'<div class="cards">{cards}</div>')
             body.append(f"<nav><strong>Contents</strong><ol>{contents}</ol></nav>")
@@ -163,13 +175,14 @@ h2 { font-size: 21px; margin: 38px 0 10px; padding-bottom: 6px;
 h3 { font-size: 16px; margin: 24px 0 8px; }
 p, ul { margin: 8px 0; } code { background: var(--soft); padding: 1px 5px; border-radius: 4px;
   font-size: 13px; overflow-wrap: anywhere; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px;
-  margin: 18px 0; }
-.card { background: var(--soft); border-left: 4px solid var(--accent); border-radius: 6px;
-  padding: 10px 14px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 18px 0; }
+.card { flex: 1 1 120px; background: var(--soft); border-left: 4px solid var(--accent);
+  border-radius: 6px; padding: 10px 14px; }
+.card:first-child { flex: 0 1 auto; max-width: 300px; } /* the winner: as wide as its setting */
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase;
   letter-spacing: .04em; }
 .card .value { font-size: 19px; font-weight: 600; margin-top: 2px; overflow-wrap: anywhere; }
+.card .detail { font-size: 13px; margin-top: 2px; overflow-wrap: break-word; }
 nav { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 10px 18px; }
 nav ol { margin: 6px 0 0; columns: 2; } nav a { color: var(--accent); text-decoration: none; }
 .scroll { overflow-x: auto; margin: 10px 0; }

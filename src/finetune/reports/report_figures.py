@@ -4,6 +4,8 @@ curves in one figure (the learning-rate comparison), and the winner's curves of 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from finetune.reports.figures import plain_log_axis
+
 Curves = dict[str, tuple[list[float], list[float]]]
 METRICS = (("loss", "loss"), ("acc_mean", "mean class-wise accuracy"), ("map", "mAP"))
 SPLITS = ("train", "train_eval", "val")
@@ -18,27 +20,35 @@ def _epoch_ticks(axes: list) -> None:
             ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
 
 
-def _panels(title: str) -> tuple[Figure, list]:
-    figure = Figure(figsize=(12, 3.6), layout="constrained")
+def _curves_figure(title: str, series: dict[str, tuple[Curves, str]]) -> Figure:
+    """One panel per metric; one line per `label: (curves, split)` that logged it, in the same
+    colour in every panel, named once in a legend under the panels: a legend inside a panel
+    hides curves, and long labels (a sweep of several parameters) squeeze the panels away."""
+    columns = max(1, min(len(series), 3))
+    legend_rows = -(-len(series) // columns)
+    figure = Figure(figsize=(12, 3.6 + 0.22 * legend_rows), layout="constrained")
     axes = list(figure.subplots(1, len(METRICS)))
     for ax, (metric, name) in zip(axes, METRICS, strict=True):
         ax.set(title=name, xlabel="epoch", yscale="log" if metric == "loss" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric == "loss":
+            plain_log_axis(ax.yaxis)
         ax.grid(True, alpha=0.3)
-    figure.suptitle(title, fontsize=11)
-    return figure, axes
-
-
-def _curves_figure(title: str, series: dict[str, tuple[Curves, str]]) -> Figure:
-    """One panel per metric; one line per `label: (curves, split)` that logged it."""
-    figure, axes = _panels(title)
-    for ax, (metric, _) in zip(axes, METRICS, strict=True):
-        for label, (curves, split) in series.items():
+        for colour, (label, (curves, split)) in enumerate(series.items()):
             if f"{split}/{metric}" in curves:
                 epochs, values = curves[f"{split}/{metric}"]
-                ax.plot(epochs, values, marker="o", markersize=3, label=label)
-        if ax.lines:
-            ax.legend(fontsize=8)
+                ax.plot(epochs, values, f"C{colour}", marker="o", markersize=3, label=label)
+    lines = {line.get_label(): line for ax in axes for line in ax.lines}
+    if lines:
+        figure.legend(
+            [lines[label] for label in series if label in lines],
+            [label for label in series if label in lines],
+            loc="outside lower center",
+            ncols=columns,
+            fontsize=8,
+            frameon=False,
+        )
+    figure.suptitle(title, fontsize=11)
     _epoch_ticks(axes)
     return figure
 

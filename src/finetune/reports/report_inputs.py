@@ -20,6 +20,7 @@ from finetune.sweep import OK, sweep_runs
 Curves = dict[str, tuple[list[float], list[float]]]
 SPLITS = ("train", "val", "test")
 STEP_RECORD = "report_step.json"  # written into a step's run folder once the step has finished
+SIGNIFICANT = 4  # digits of a swept fraction a person reads; the runs' files keep every digit
 
 
 @dataclass
@@ -84,6 +85,25 @@ def _swept(runs: list[dict[str, Any]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
+def significant(value: float) -> str:
+    """A number as a person reads it in the report: Optuna's 0.0012345678901234567 -> 0.001235."""
+    return f"{value:.{SIGNIFICANT}g}"
+
+
+def readable(value: str) -> str:
+    """A swept value as given on the command line, as a person reads it: a number that is not
+    whole to 4 significant digits; whole numbers and words as given."""
+    try:
+        int(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        return significant(float(value))
+    except ValueError:
+        return value
+
+
 def _runs(sweep: Path) -> list[dict[str, Any]]:
     from finetune.reports.eval_figures import read_training_curves  # torch: not at import time
 
@@ -94,8 +114,11 @@ def _runs(sweep: Path) -> list[dict[str, Any]]:
         metrics = _json(job / "metrics.json")
         settings = _job_settings(job)
         given = dict(item.partition("=")[::2] for item in run["overrides"].split())
+        setting = " ".join(f"{key}={readable(given[key])}" for key in swept if key in given)
         run |= {
-            "label": " ".join(f"{key}={given[key]}" for key in swept if key in given) or run["run"],
+            "setting": setting,  # the swept values of this run ("" when nothing was swept)
+            "label": setting or run["run"],
+            "name": f"run {run['run']}" + (f": {setting}" if setting else ""),  # in legends
             "lr": settings.get("optimizer", {}).get("lr"),
             "val_map": metrics.get("val", {}).get("val/map"),
             "best_epoch": metrics.get("best_epoch"),
@@ -124,7 +147,7 @@ def _figures(folder: Path, runs: list[dict[str, Any]], winner: dict[str, Any]) -
     folder = folder / "figures"
     wanted = {
         "lr_comparison": lambda: lr_comparison_figure(
-            {r["label"]: r["curves"] for r in runs if r["curves"]}
+            {r["name"]: r["curves"] for r in runs if r["curves"]}
         ),
         "winner_curves": lambda: winner_curves_figure(winner["curves"], winner["label"]),
     }

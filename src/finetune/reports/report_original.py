@@ -4,11 +4,11 @@ conf/report/default.yaml) beside this run's, and one sentence per difference."""
 from typing import Any
 
 from finetune.reports.report_document import Block, Bullets, Heading, Paragraph, Table
-from finetune.reports.report_inputs import ReportInputs
+from finetune.reports.report_inputs import ReportInputs, significant
 
 
 def _lr(value: float | None) -> str:
-    return "not stated" if value is None else f"{value:g}"
+    return "not stated" if value is None else significant(value)
 
 
 def _measures(inputs: ReportInputs, original: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
@@ -21,12 +21,13 @@ def _measures(inputs: ReportInputs, original: dict[str, Any]) -> tuple[list[list
          evaluation["acc_mean"] - test["acc_mean"]],
         ["test mAP", test["map"], evaluation["map"], evaluation["map"] - test["map"]],
     ]  # fmt: skip
-    lrs = ", ".join(f"{run['lr']:g}" for run in inputs.runs if run["lr"] is not None)
+    lrs = ", ".join(significant(run["lr"]) for run in inputs.runs if run["lr"] is not None)
+    chosen = _lr(winner["lr"])
     if original["lr"] is None:
         lr = (f"The original report does not say which learning rate it chose; this sweep chose "
-              f"{winner['lr']:g}, rank 1 by {winner['monitor']} among {lrs}.")  # fmt: skip
+              f"{chosen}, rank 1 by {winner['monitor']} among {lrs}.")  # fmt: skip
     else:
-        lr = f"Learning rate: {winner['lr']:g} here against {original['lr']:g} in the original."
+        lr = f"Learning rate: {chosen} here against {_lr(original['lr'])} in the original."
     sentences = [
         lr,
         f"Mean class-wise test accuracy: {evaluation['acc_mean']:.4f} here against "

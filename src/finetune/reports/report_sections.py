@@ -10,12 +10,13 @@ from finetune.reports.report_document import (
     Document,
     Figure,
     Heading,
+    KeyFigure,
     KeyFigures,
     Paragraph,
     Table,
 )
 from finetune.reports.report_features import features_section
-from finetune.reports.report_inputs import SPLITS, ReportInputs
+from finetune.reports.report_inputs import SPLITS, ReportInputs, significant
 from finetune.reports.report_original import original_section
 
 STEP_TITLES = {
@@ -42,16 +43,16 @@ def _short(label: str) -> str:
 
 
 def _lr(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
+    return "" if value is None else significant(value)
 
 
-def _reproduced(reproduction: dict[str, Any]) -> str:
+def _reproduced(reproduction: dict[str, Any]) -> KeyFigure:
     if not reproduction:
-        return "not run"
+        return KeyFigure("reproduction", "not run")
     state = "exact" if reproduction["max_abs_diff"] == 0 else "within tolerance"
     if not reproduction["passed"]:
         state = f"FAILED: {reproduction['rows_differ']} rows differ"
-    return f"{state} (max |Δ| {reproduction['max_abs_diff']:.3g})"
+    return KeyFigure("reproduction", state, f"max |Δ| {reproduction['max_abs_diff']:.3g}")
 
 
 def summary(inputs: ReportInputs) -> list[Block]:
@@ -67,12 +68,12 @@ def summary(inputs: ReportInputs) -> list[Block]:
         ),
         KeyFigures(
             [
-                ("winner", f"run {winner['run']}: {_short(winner['label'])}"),
-                (winner["monitor"].replace("map", "mAP"), _fmt(winner["value"])),
-                ("test mean class-wise acc.", _fmt(evaluation.get("acc_mean"))),
-                ("test mAP", _fmt(evaluation.get("map"))),
-                ("reproduction", _reproduced(inputs.reproduction)),
-                ("time (training + steps)", _seconds(sum(training) + sum(steps))),
+                KeyFigure("winner", f"run {winner['run']}", _short(winner["setting"])),
+                KeyFigure(winner["monitor"].replace("map", "mAP"), _fmt(winner["value"])),
+                KeyFigure("test mean class-wise acc.", _fmt(evaluation.get("acc_mean"))),
+                KeyFigure("test mAP", _fmt(evaluation.get("map"))),
+                _reproduced(inputs.reproduction),
+                KeyFigure("time (training + steps)", _seconds(sum(training) + sum(steps))),
             ]
         ),
     ]
