@@ -243,6 +243,8 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["lr=0.1"], ["unknown key lr", "optimizer.lr"]),
         (["hydra.run.dirr=x"], ["unknown key hydra.run.dirr", "hydra.run.dir"]),
         (["-m", "trainer.max_epoch=1,2"], ["unknown key trainer.max_epoch", "trainer.max_epochs"]),
+        (["-m", "optimizer.lr=abc,0.1", "experiment=demo"], ["optimizer.lr='abc'", "a number"]),
+        (["-m", "optimizer.lr=0.1,0.01"], ["data.root is not set"]),  # not once per run
         (["--cfg", "job", "trainer.max_epoch=3"], ["trainer.max_epochs"]),
         (["optimizer.lr=[1,2"], ["bad override 'optimizer.lr=[1,2'"]),
         (["=3"], ["bad override '=3'", "key=value"]),

@@ -32,7 +32,8 @@ def config_dir() -> Path:
 
 def check_before_running(argv: Sequence[str]) -> None:
     """What is said before Hydra makes a run folder, in one UserError line: the command line
-    (finetune.choices) and, for a command that makes one run, its mode, values and ckpt."""
+    (finetune.choices) and the mode, values and ckpt of the run it makes (of a sweep, its first
+    run)."""
     composed = check_command_line(argv, config_dir())
     if composed is not None:
         check_config(composed)

@@ -58,8 +58,9 @@ PLUGIN_EXTRAS = {
 def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | None:
     """Raise a one-line UserError for what Hydra would refuse in many lines, and for a run (or
     sweep) folder that already holds files; return when the command line may run: with the
-    config of the one run it will make (None for a sweep, --cfg, --help and the like), whose
-    values the caller can check before Hydra makes a run folder."""
+    config of the run it will make (of a sweep, its first run: the others are checked when they
+    start; None for --cfg, --help and the like), whose values the caller can check before Hydra
+    makes a run or sweep folder."""
     args = _parse_arguments(argv)
     flags = [f"--{name.replace('_', '-')}" for name in EXCLUSIVE]
     given = [flag for name, flag in zip(EXCLUSIVE, flags, strict=True) if getattr(args, name)]
@@ -88,7 +89,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         _refuse_report_without_sweep(cfg)
     if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
-    return None if sweep or args.cfg is not None else cfg
+    return None if args.cfg is not None else cfg
 
 
 def _parse(lines: Sequence[str], i: int) -> Override:
