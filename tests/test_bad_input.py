@@ -177,9 +177,10 @@ def test_rerun_into_the_same_folder_keeps_the_earlier_results(trained_run, tmp_p
 def test_an_empty_folder_made_by_the_user_is_a_fine_run_folder(user_folder):
     run_dir = user_folder / "run"
     run_dir.mkdir()
-    # the run started in it: its task refused the missing checkpoint
-    missing = user_folder / "missing.pt"
-    assert_run_refuses("mode=eval", f"ckpt={missing}", f"hydra.run.dir={run_dir}")("missing.pt")
+    # the run started in it: its task refused a file that is no checkpoint
+    (user_folder / "notes.pt").write_text("not a checkpoint")
+    ckpt = f"ckpt={user_folder / 'notes.pt'}"
+    assert_run_refuses("mode=eval", ckpt, f"hydra.run.dir={run_dir}")("is not a checkpoint file")
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
