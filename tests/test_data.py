@@ -508,3 +508,10 @@ def test_unknown_data_kind_is_one_line_naming_the_registry(tmp_path):
     for kind in DATA_KINDS:  # every registered kind passes
         cfg.data.kind = kind
         validate_config(cfg)
+
+
+def test_the_folder_above_cifar_batches_names_the_folder_below(cifar_root, tmp_path):
+    """data.root=<where the archive was unpacked>: the missing batch names cifar-10-batches-py."""
+    shutil.copytree(cifar_root, tmp_path / "cifar-10-batches-py")
+    with pytest.raises(UserError, match=f"did you mean {tmp_path / 'cifar-10-batches-py'}"):
+        read_batches(tmp_path, ["test_batch"])

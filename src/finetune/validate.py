@@ -224,6 +224,8 @@ def _check_training_inputs(cfg: DictConfig) -> None:
         )
     if cfg.data.kind != "demo":
         root = Path(cfg.data.root).expanduser()
+        archive = root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar", ".zip"))
+        _require(not archive, f"data.root={root} is an archive: unpack it and give the folder")
         _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
 
 

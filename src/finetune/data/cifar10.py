@@ -38,11 +38,16 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+FOLDER = "cifar-10-batches-py"  # what the official archive unpacks to
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
+        inside = path.parent / FOLDER / path.name  # the folder that holds the unpacked archive
+        hint = f": did you mean {path.parent / FOLDER}?" if inside.is_file() else ""
         raise UserError(
-            f"CIFAR-10 file {path} is missing: the folder must be cifar-10-batches-py/ "
-            f"({', '.join([*TRAIN_BATCHES, TEST_BATCH, META])})"
+            f"CIFAR-10 file {path} is missing: the folder must be {FOLDER}/ "
+            f"({', '.join([*TRAIN_BATCHES, TEST_BATCH, META])}){hint}"
         )
     try:
         with path.open("rb") as handle:
