@@ -237,6 +237,7 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["optimiser.lr=0.1"], ["unknown key optimiser.lr", "did you mean optimizer.lr"]),
         (["+model.foo=1"], ["+model.foo=1 adds key model.foo, which nothing reads", "+trainer."]),
         (["+optimizer.lrr=0.1"], ["which nothing reads", "did you mean optimizer.lr"]),
+        (["++data.rootx=/x"], ["++data.rootx=/x adds key data.rootx", "did you mean data.root"]),
         (["train"], ["bad override 'train'", "did you mean mode=train?"]),
         (["data.root", "=", "/x"], ["no spaces around '='", "write data.root=/x as one word"]),
         (["data.root=", "/x"], ["no spaces around '='", "write data.root=/x as one word"]),

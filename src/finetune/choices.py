@@ -212,7 +212,7 @@ def _unknown_key(key: str, line: str, keys: list[str]) -> str:
         names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.6)
         close = [candidate for name in names for candidate in by_name[name]][:3]
     hint = f"did you mean {', '.join(close)}?" if close else "`--cfg job` lists the keys"
-    if line.startswith("+"):
+    if line.startswith("+"):  # + or ++
         return (
             f"{line} adds key {key}, which nothing reads ({hint}): only arguments of "
             "Lightning's Trainer and loggers can be added, as +trainer.<flag>=... or "
@@ -234,7 +234,8 @@ def _refuse_added_keys_nothing_reads(
     (+group=option) may be added."""
     for override in overrides:
         key = override.key_or_group
-        if not override.is_add() or key.startswith(ADDABLE) or (config_dir / key).is_dir():
+        adds = override.is_add() or override.is_force_add()  # +key=value, ++key=value
+        if not adds or key.startswith(ADDABLE) or (config_dir / key).is_dir():
             continue
         line = override.input_line
         keys = _config_keys(config_dir, config_name, [other for other in lines if other != line])
