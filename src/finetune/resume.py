@@ -70,8 +70,8 @@ def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[st
     for group, keys in RESUMED_KEYS.items():
         now, earlier = settings[group], hparams.get(group, {})
         taken = {key: earlier[key] for key in keys or earlier if key in earlier}
-        changed = sorted(key for key in taken.keys() | (set() if keys else now.keys())
-                         if now.get(key) != taken.get(key))  # fmt: skip
+        compared = taken.keys() if keys else taken.keys() | now.keys()
+        changed = sorted(key for key in compared if now.get(key) != taken.get(key))
         if changed:
             log.warning(
                 "resume: the %s settings come from %s; %s not used (%s)",

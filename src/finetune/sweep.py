@@ -63,19 +63,16 @@ def _read_run(job: Path) -> dict[str, Any]:
     error before the end)."""
     run = {"run": job.name, "overrides": _overrides(job), "status": FAILED}
     mode = _mode(job)
+    unranked = {"monitor": "", "mode": "", "value": "", "val_acc_mean": "", "test_map": ""}
     if mode != "train":
         finished = mode not in FINISHED or any(job.glob(FINISHED[mode]))
-        return (
-            run
-            | {"status": DONE if finished else FAILED, "monitor": "", "mode": ""}
-            | {"value": "", "val_acc_mean": "", "test_map": ""}
-        )
+        return run | unranked | {"status": DONE if finished else FAILED}
     try:
         metrics = json.loads((job / "metrics.json").read_text())
         monitor = metrics["monitor"]
         value = float(monitor["value"])
     except (OSError, ValueError, KeyError, TypeError):
-        return run | {"monitor": "", "mode": "", "value": "", "val_acc_mean": "", "test_map": ""}
+        return run | unranked
     return run | {
         "status": NAN if math.isnan(value) else OK,
         "monitor": monitor["name"],
