@@ -237,8 +237,8 @@ def check_inputs(cfg: DictConfig) -> None:
     """The file or folder a mode starts from (`ckpt`, mode=report's `sweep`) is given and is
     there: said before the task imports torch (5 s) and before Hydra makes a run folder."""
     if cfg.mode in CKPT_MODES:
-        given = f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})"
-        _require(bool(cfg.ckpt), given)
+        unset = f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})"
+        _require(bool(cfg.ckpt), unset)
         ckpt = Path(str(cfg.ckpt)).expanduser()
         _require(ckpt.exists(), no_ckpt_there(ckpt))
     if cfg.mode == "report":
