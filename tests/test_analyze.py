@@ -129,6 +129,11 @@ def test_all_three_datasets_end_to_end(
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert {f"analysis/spectrum/{module}" for module in MODULES} <= set(events.Tags()["images"])
+    # TensorBoard's TEXT tab shows the summary; a relative image link would be a broken image
+    (text,) = events.Tensors("analysis/summary/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    assert "| model | dataset | N | layer1.0.conv1 |" in shown and "![" not in shown
+    assert all(f"IMAGES tab, analysis/spectrum/{module}" in shown for module in MODULES)
 
 
 def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path, monkeypatch):

@@ -86,6 +86,8 @@ def test_report_loss_axes_read_plain_numbers_within_one_decade():
     cases = [
         (lr_comparison_figure({"lr=0.01": curves([1.83, 1.7, 1.62])}), (1.6, 1.85)),
         (winner_curves_figure(curves([0.45, 0.38, 0.32]), "lr=0.01"), (0.3, 0.5)),
+        # 0.8-1.8: log ticks would label 0.8, 0.9 and 1 only, nothing near the curve's top
+        (winner_curves_figure(curves([1.8, 1.2, 0.8]), "lr=0.01"), (0.75, 1.85)),
     ]
     for figure, (low, high) in cases:
         FigureCanvasAgg(figure)
@@ -94,6 +96,7 @@ def test_report_loss_axes_read_plain_numbers_within_one_decade():
         labels = visible_labels(loss_axes.yaxis)
         assert len(labels) >= 2, labels
         assert all(low <= float(label) <= high for label in labels), labels  # plain numbers
+    assert max(map(float, labels)) >= 1.6, labels  # 0.8-1.8: a label near the curve's top
 
 
 def test_spectrum_rank_axis_has_whole_number_ticks():

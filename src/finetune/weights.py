@@ -99,10 +99,7 @@ def download_weights(url: str, path: Path) -> None:
     so a broken or tampered download never lands in the cache."""
     expected = hash_prefix(path.name)
     created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    fix = (
-        "copy the file there, point model.weights_url at a reachable copy, or train from "
-        "scratch with model.weights=none"
-    )
+    fix = "copy the file there, or point model.weights_url at a reachable copy"
     log.info("downloading %s to %s", url, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

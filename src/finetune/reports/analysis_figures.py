@@ -44,13 +44,16 @@ def spectrum_path(module: str) -> str:
     return f"{FIGURES}/spectrum_{module}.png"
 
 
+def spectrum_tag(module: str) -> str:
+    """A module's plot in TensorBoard."""
+    return f"analysis/spectrum/{module}"
+
+
 def write_spectrum_figures(
     sink: FigureSink, spectra_by_module: Mapping[str, Mapping[str, np.ndarray]]
 ) -> list[Path]:
     """Each module's spectrum plot as a PNG and under analysis/spectrum/<module> in TensorBoard."""
     return [
-        sink.write(
-            f"spectrum_{module}", f"analysis/spectrum/{module}", spectrum_figure(module, spectra)
-        )
+        sink.write(f"spectrum_{module}", spectrum_tag(module), spectrum_figure(module, spectra))
         for module, spectra in spectra_by_module.items()
     ]

@@ -11,7 +11,7 @@ import numpy as np
 from finetune.errors import UserError
 from finetune.features import FeatureStats, spectrum_summary
 from finetune.io import write_csv, write_json, write_text
-from finetune.reports.analysis_figures import spectrum_path, write_spectrum_figures
+from finetune.reports.analysis_figures import spectrum_path, spectrum_tag, write_spectrum_figures
 from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
 
@@ -79,9 +79,10 @@ def nonpositive_rows(records: list[dict], modules: list[str]) -> list[list[Any]]
     ]
 
 
-def summary_markdown(payload: dict[str, Any]) -> str:
+def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> str:
     """analysis.md: the non-positive table, the definitions, a spectrum table and plot per
-    module, and what was skipped."""
+    module, and what was skipped. `in_tensorboard`: the text TensorBoard shows, where a plot's
+    relative link would be a broken image: it names the plot's tag instead."""
     modules, top_k, records = payload["modules"], payload["top_k"], payload["results"]
     pairs = _by_pair(records)
     lines = [
@@ -142,7 +143,9 @@ def summary_markdown(payload: dict[str, Any]) -> str:
                 ],
                 digits=3,
             ),
-            f"![{module}]({spectrum_path(module)})",
+            f"(plot: IMAGES tab, {spectrum_tag(module)})"
+            if in_tensorboard
+            else f"![{module}]({spectrum_path(module)})",
             "",
         ]
     if payload["skipped"]:
@@ -173,7 +176,7 @@ def write_analysis_reports(run_dir: Path, payload: dict[str, Any]) -> None:
     sink = FigureSink(run_dir)
     try:
         write_spectrum_figures(sink, _spectra(records))
-        sink.writer.add_text("analysis/summary", markdown)
+        sink.writer.add_text("analysis/summary", summary_markdown(payload, in_tensorboard=True))
     finally:
         sink.close()
     write_text(run_dir / SUMMARY, markdown)

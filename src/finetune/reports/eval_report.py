@@ -136,7 +136,7 @@ def report_markdown(results: dict[str, Any], figures: list[Path], run_dir: Path)
         + f"; the ranked images as data: [{RANKINGS}]({RANKINGS})",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def write_eval_report(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, NullFormatter
 from PIL import Image
 
 from finetune.io import save_figure
@@ -13,19 +13,46 @@ from finetune.io import save_figure
 FIGURES = "figures"
 
 
-class PlainLogFormatter(LogFormatter):
-    """Labels the ticks matplotlib's LogFormatter labels, as plain numbers: 0.3, 1.75 and 10000,
-    not 3 x 10^-1, 1.75 x 10^0 and 10^4 (a loss read off a curve is a plain number)."""
+class PlainLogLocator(Locator):
+    """Ticks of a log-scaled axis that a person reads: within one decade, plain steps (1, 1.25,
+    1.5, 1.75), where matplotlib's log ticks would leave a loss of 0.8-1.8 with 0.8, 0.9 and 1
+    labelled and nothing near 1.75; over two or three decades 1, 2 and 5 of each (0.05, 0.1,
+    0.2, ...); over more, the decades."""
 
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        return f"{x:g}" if super().__call__(x, pos) else ""
+    def __init__(self) -> None:
+        self.steps = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+        self.one_two_five = LogLocator(subs=(1.0, 2.0, 5.0))
+        self.log = LogLocator()
+
+    def set_axis(self, axis: Axis) -> None:
+        super().set_axis(axis)
+        for locator in (self.steps, self.one_two_five, self.log):
+            locator.set_axis(axis)
+
+    def __call__(self) -> list[float]:
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+        low, high = sorted((vmin, vmax))
+        if low > 0 and high / low < 10:
+            return [tick for tick in self.steps.tick_values(low, high) if tick > 0]
+        if low > 0 and high / low < 1000:
+            return list(self.one_two_five.tick_values(low, high))
+        return list(self.log.tick_values(low, high))
+
+    def nonsingular(self, vmin: float, vmax: float) -> tuple[float, float]:
+        return self.log.nonsingular(vmin, vmax)
+
+    def view_limits(self, vmin: float, vmax: float) -> tuple[float, float]:
+        return self.log.view_limits(vmin, vmax)
 
 
 def plain_log_axis(axis: Axis) -> None:
-    """Plain numbers on a log-scaled axis, at the decades and, where they fit, between them
-    (a loss that stays within one decade gets labels too)."""
-    axis.set_major_formatter(PlainLogFormatter())
-    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+    """Plain numbers (0.3, 1.75, 10000; not 3 x 10^-1) at readable ticks of a log-scaled axis
+    (PlainLogLocator): a loss read off a curve is a plain number. Minor ticks stay unlabelled."""
+    axis.set_major_locator(PlainLogLocator())
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 class FigureSink:

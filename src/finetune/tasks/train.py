@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule, data_root
-from finetune.errors import UserError
+from finetune.errors import UserError, WeightsUnavailable
 from finetune.inference import process_flags_restored, scoring_settings
 from finetune.io import write_json
 from finetune.loggers import training_loggers
@@ -78,9 +78,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
     if resume:
         check_resumed_classes(resume, resumed, datamodule.class_names)
-    model = ImageClassifier(  # resumed: the checkpoint's weights replace ImageNet's, not needed
-        class_names=datamodule.class_names, pretrained=not resume, **settings
-    )
+    try:  # resumed: the checkpoint's weights replace ImageNet's, which are not needed
+        model = ImageClassifier(datamodule.class_names, pretrained=not resume, **settings)
+    except WeightsUnavailable as missing:  # a training can also start without them
+        raise UserError(f"{missing}; or train from scratch with model.weights=none") from None
     _phase(1, f"data: reading and splitting {datamodule.root}")
     datamodule.setup("fit")  # the decode check and the split now; fit reuses them
     sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
