@@ -110,3 +110,21 @@ def test_spectrum_rank_axis_has_whole_number_ticks():
         FigureCanvasAgg(figure)
         labels = visible_labels(figure.axes[0].xaxis)
         assert len(labels) >= 3 and all(label.isdigit() for label in labels), labels
+
+
+def test_ranked_rows_that_share_images_say_so():
+    """With fewer than 2 x 10 images in the split the top and bottom rows hold the same images:
+    the title says how many, so the figure does not look like a bug."""
+    import torch
+
+    from finetune.reports.eval_figures import rank_by_class, ranked_images_figure
+
+    images = [(torch.rand(3, 8, 8), label) for label in (0, 1, 0, 1)]
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    for k, shared in ((3, "2 image(s) are in both rows"), (2, None)):
+        top, bottom = rank_by_class(scores, k=k)
+        figure = ranked_images_figure(
+            images, top[0], bottom[0], scores[:, 0], 0, ["a", "b"], [0.5] * 3, [0.5] * 3
+        )
+        title = figure._suptitle.get_text()
+        assert (shared in title) if shared else ("both rows" not in title), title

@@ -85,9 +85,11 @@ def ranked_images_figure(
                 fontsize=7,
                 color="green" if label == class_index else "red",
             )
+    shared = len(set(map(int, top)) & set(map(int, bottom)))  # a split of fewer than 2k images
     figure.suptitle(
         f"{class_names[class_index]}: the {len(top)} highest and lowest softmax scores "
-        "(above each image: score, true label)",
+        "(above each image: score, true label)"
+        + (f"; {shared} image(s) are in both rows: the split is small" if shared else ""),
         fontsize=9,
     )
     return figure
