@@ -542,6 +542,19 @@ def test_a_run_given_a_relative_data_root_evaluates_from_any_folder(scene_root, 
     assert evaluated["acc_mean"] == pytest.approx(test["test/acc_mean"], abs=1e-6)
 
 
+def test_an_image_broken_since_training_is_skipped_and_counted(trained_run, scene_root, tmp_path):
+    """One test image of the manifest corrupted after training: skipped with the warning, and
+    metrics.json and report.md count it (n is one less)."""
+    moved = shutil.copytree(scene_root, tmp_path / "scenes")
+    paths = manifest_split(trained_run)[0]
+    (moved / paths[0]).write_bytes(b"not an image any more")
+    results = evaluate(trained_run / "best_model.pt", tmp_path, f"data.root={moved}")
+    assert results["skipped_images"] == 1 and results["n"] == len(paths) - 1
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "1 unreadable image(s) of the split skipped" in report
+    assert paths[0] in (tmp_path / "eval" / "skipped_images.txt").read_text()
+
+
 class _Marker:
     """Unpickling this object opens (creates) a file: the stand-in for malicious code."""
 

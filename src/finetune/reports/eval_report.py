@@ -120,7 +120,14 @@ def report_markdown(results: dict[str, Any], figures: list[Path], run_dir: Path)
         f"- checkpoint: `{results['checkpoint']}`",
         f"- data: `{data['root']}` ({data['kind']}), manifest "
         f"`{data['manifest'] or 'none: fresh split'}`",
-        f"- images: {results['n']}; overall accuracy **{results['acc']:.4f}**, mean class-wise "
+        f"- images: {results['n']}"
+        + (
+            f" ({results['skipped_images']} unreadable image(s) of the split skipped, listed in "
+            "skipped_images.txt)"
+            if results["skipped_images"]
+            else ""
+        )
+        + f"; overall accuracy **{results['acc']:.4f}**, mean class-wise "
         f"accuracy **{results['acc_mean']:.4f}**, mAP **{results['map']:.4f}**",
         f"- transform: resize {data['resize_size']}, center crop "
         f"{data['image_size']} px; {results['images_per_s']:.1f} images/s",

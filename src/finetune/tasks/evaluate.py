@@ -45,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": {key: data_cfg[key] for key in ("kind", "root", "manifest", *TRANSFORM_KEYS)},
         "class_names": names,
         "n": len(dataset),
+        "skipped_images": len(datamodule.skipped),  # of the split, unreadable (the log names them)
         "images_per_class": dict(
             zip(names, torch.bincount(labels, minlength=len(names)).tolist(), strict=True)
         ),
