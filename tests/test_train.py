@@ -136,13 +136,17 @@ def test_make_eval_takes_the_newest_best_model_not_the_newest_run_folder(tmp_pat
 
 
 def test_best_epoch_is_exported_not_the_last(tmp_path, scene_root):
-    """A seeded run whose val/loss is lowest at the middle epoch: that epoch is exported."""
+    """A run whose last epoch learns at 100 x the rate, so its val/loss is worse than an earlier
+    epoch's on any CPU: the best epoch is exported, not the last."""
     run_dir = tmp_path / "run"
     train_in_process(
         run_dir,
         f"data.root={scene_root}",
         *SCENE,
         "optimizer.lr=0.002",
+        "scheduler=step",
+        "scheduler.step_size=2",
+        "scheduler.gamma=100",
         "trainer.max_epochs=3",
         "trainer.deterministic=true",
         "trainer.precision=32-true",  # the logged losses and the re-measured best are then equal
