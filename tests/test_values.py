@@ -7,7 +7,8 @@ nothing trains: a run that got past the check would fail its test, not train for
 import pytest
 
 from finetune.errors import UserError
-from finetune.validate import RULES, validate_config
+from finetune.validate import validate_config
+from finetune.value_rules import RULES
 
 from conftest import TINY, assert_run_refuses, compose_config
 
@@ -113,7 +114,7 @@ def test_the_values_beside_each_mistake_pass(tmp_path, overrides):
     validate_config(compose_config(f"data.root={tmp_path}", *overrides))
 
 
-# One bad value for each row of finetune.validate.RULES (with the group that has the key).
+# One bad value for each row of finetune.value_rules.RULES (with the group that has the key).
 EACH_RULE = {
     "seed": ["seed=-1"],
     "data.split.seed": ["data.split.seed=4294967296"],

@@ -3,27 +3,25 @@
 Hydra reports its own errors (an unknown key, a malformed override, a missing config) in 4 to 20
 lines with exit status 1, and a run into an existing folder rewrites its `.hydra/*.yaml` before
 the task can refuse. `check_command_line` parses and composes the command line the way Hydra is
-about to, and says the first problem in one line. Only hydra and omegaconf are imported here:
-`--help` and `--cfg job` stay fast.
+about to (finetune.composition says a failed composition in one line), and says the first
+problem in one line. Only hydra and omegaconf are imported here: `--help` and `--cfg job` stay
+fast.
 """
 
 import argparse
-import difflib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from hydra import initialize_config_dir
 from hydra._internal.utils import get_args_parser
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import setup_globals
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
+from finetune.composition import compose_as_cli, explain, refuse_added_keys_nothing_reads
 from finetune.errors import UserError
 from finetune.overrides import first_job, parse_override, unknown_choice
 
@@ -43,16 +41,6 @@ VERSIONED = ("hydra-core", "torch", "torchvision", "lightning", "torchmetrics") 
 # A process that is not rank 0 of a distributed launch re-runs the command line into the run
 # folder its rank 0 made (Lightning's DDP launcher passes hydra.run.dir=<that folder>).
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK")
-TRAINER_FLAGS = "trainer."  # +trainer.<flag>=...: a Lightning Trainer flag the config lacks
-# The keys +key=value may add: arguments of the Trainer and of a logger (each passed on to its
-# Lightning class, which refuses one it does not take), and Hydra's own keys.
-ADDABLE = (TRAINER_FLAGS, "logger.", "hydra.")
-# Hydra plugins that come with an extra of this package: a missing one names the extra.
-PLUGIN_EXTRAS = {
-    "hydra/sweeper/optuna": "optuna",
-    "hydra/launcher/submitit_local": "slurm",
-    "hydra/launcher/submitit_slurm": "slurm",
-}
 
 
 def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | None:
@@ -78,12 +66,12 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         lines = list(args.overrides)
     config_name = args.config_name or "config"
     try:
-        cfg = _compose(config_dir, config_name, lines)
+        cfg = compose_as_cli(config_dir, config_name, lines)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # the user asked for Hydra's full report
-        raise UserError(_explain(error, overrides, config_dir, config_name, lines)) from None
-    _refuse_added_keys_nothing_reads(overrides, config_dir, config_name, lines)
+        raise UserError(explain(error, overrides, config_dir, config_name, lines)) from None
+    refuse_added_keys_nothing_reads(overrides, config_dir, config_name, lines)
     sweep = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
     if args.cfg is None and not sweep and cfg.mode == "train":
         _refuse_report_without_sweep(cfg)
@@ -153,112 +141,6 @@ def _versions() -> str:
 
     libraries = ", ".join(f"{name} {installed(name)}" for name in VERSIONED)
     return f"finetune {installed('finetune')} ({libraries})"
-
-
-def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose as `python -m finetune` will, hydra node included; leave Hydra uninitialised."""
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return GlobalHydra.instance().hydra.compose_config(
-            config_name=config_name,
-            overrides=overrides,
-            run_mode=RunMode.RUN,
-            from_shell=True,
-            with_log_configuration=False,
-        )
-
-
-def _explain(
-    error: Exception,
-    overrides: list[Override],
-    config_dir: Path,
-    config_name: str,
-    lines: list[str],
-) -> str:
-    """Hydra's report of a failed composition, in one line."""
-    text = str(error).split("Config search path:")[0]
-    parts = [part.strip() for part in text.splitlines() if part.strip()]
-    if isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):
-        key = getattr(error.__cause__, "full_key", "") or ""  # optimiser for optimiser.lr
-        faulty = [o for o in overrides if f"{o.key_or_group}.".startswith(f"{key}.")]
-        if key and faulty:
-            line = faulty[0].input_line
-            others = [other for other in lines if other != line]
-            keys = _config_keys(config_dir, config_name, others)
-            return _unknown_key(faulty[0].key_or_group, line, keys)
-    plugin = next((name for name in PLUGIN_EXTRAS if f"'{name}'" in text), None)
-    if isinstance(error, MissingConfigException) and plugin:
-        return f"{plugin} is not installed: pip install -e '.[{PLUGIN_EXTRAS[plugin]}]'"
-    if isinstance(error, MissingConfigException) and error.options:
-        return f"{parts[0]}: choose one of {', '.join(error.options)}"
-    added = [o.input_line for o in overrides if o.is_add() and f"'{o.key_or_group}'" in text]
-    if added and parts[0].startswith("Could not append to config"):
-        line = added[0]
-        return f"{parts[0]} Write {line[1:]} to change it, or +{line} to set it either way"
-    message = "; ".join(parts) or type(error).__name__
-    if isinstance(error.__cause__, OmegaConfBaseException):
-        message += f": {str(error.__cause__).splitlines()[0]}"
-    return message
-
-
-def _unknown_key(key: str, line: str, keys: list[str]) -> str:
-    """Name the closest existing keys, and say how to add a key that is not in the config."""
-    in_hydra = key.startswith("hydra.")
-    candidates = [k for k in keys if k.startswith("hydra.") == in_hydra]
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
-    if not close:  # `lr` for `optimizer.lr`: compare the last names
-        by_name: dict[str, list[str]] = {}
-        for candidate in candidates:
-            by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
-        names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.6)
-        close = [candidate for name in names for candidate in by_name[name]][:3]
-    hint = f"did you mean {', '.join(close)}?" if close else "`--cfg job` lists the keys"
-    if line.startswith("+"):  # + or ++
-        return (
-            f"{line} adds key {key}, which nothing reads ({hint}): only arguments of "
-            "Lightning's Trainer and loggers can be added, as +trainer.<flag>=... or "
-            "+logger.<name>.<argument>=..."
-        )
-    if key.startswith(TRAINER_FLAGS):
-        return (
-            f"unknown key {key} ({hint}): +{line} passes it to Lightning's Trainer as a flag "
-            "this config does not list"
-        )
-    return f"unknown key {key} ({hint})"
-
-
-def _refuse_added_keys_nothing_reads(
-    overrides: list[Override], config_dir: Path, config_name: str, lines: list[str]
-) -> None:
-    """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo)
-    or fail deep in a run (+optimizer.foo reaches SGD). Only ADDABLE keys and config groups
-    (+group=option) may be added."""
-    for override in overrides:
-        key = override.key_or_group
-        adds = override.is_add() or override.is_force_add()  # +key=value, ++key=value
-        if not adds or key.startswith(ADDABLE) or (config_dir / key).is_dir():
-            continue
-        line = override.input_line
-        keys = _config_keys(config_dir, config_name, [other for other in lines if other != line])
-        if key not in keys:
-            raise UserError(_unknown_key(key, line, keys))
-
-
-def _config_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
-    """Every dotted key of the config composed without the faulty override."""
-    for attempt in (overrides, []):
-        try:
-            cfg = _compose(config_dir, config_name, attempt)
-        except (HydraException, OmegaConfBaseException, ValueError):
-            continue
-        return list(_dotted(OmegaConf.to_container(cfg, resolve=False)))
-    return []
-
-
-def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield f"{prefix}{key}"
-            yield from _dotted(value, f"{prefix}{key}.")
 
 
 def _refuse_report_without_sweep(cfg: DictConfig) -> None:

@@ -1,0 +1,140 @@
+"""Hydra's composition of a command line, and its errors said in one line.
+
+Hydra reports a failed composition (an unknown key, a missing config group option, a plugin that
+is not installed, +key for a key that exists) in 4 to 20 lines; `explain` turns its exception
+into the one line the user needs, naming the closest keys. A `+key=value` that nothing would read
+is refused here too. Only hydra and omegaconf are imported: the command line is answered before
+torch is.
+"""
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from finetune.errors import UserError
+
+TRAINER_FLAGS = "trainer."  # +trainer.<flag>=...: a Lightning Trainer flag the config lacks
+# The keys +key=value may add: arguments of the Trainer and of a logger (each passed on to its
+# Lightning class, which refuses one it does not take), and Hydra's own keys.
+ADDABLE = (TRAINER_FLAGS, "logger.", "hydra.")
+# Hydra plugins that come with an extra of this package: a missing one names the extra.
+PLUGIN_EXTRAS = {
+    "hydra/sweeper/optuna": "optuna",
+    "hydra/launcher/submitit_local": "slurm",
+    "hydra/launcher/submitit_slurm": "slurm",
+}
+
+
+def compose_as_cli(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose as `python -m finetune` will, hydra node included; leave Hydra uninitialised."""
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return GlobalHydra.instance().hydra.compose_config(
+            config_name=config_name,
+            overrides=overrides,
+            run_mode=RunMode.RUN,
+            from_shell=True,
+            with_log_configuration=False,
+        )
+
+
+def explain(
+    error: Exception,
+    overrides: list[Override],
+    config_dir: Path,
+    config_name: str,
+    lines: list[str],
+) -> str:
+    """Hydra's report of a failed composition, in one line."""
+    text = str(error).split("Config search path:")[0]
+    parts = [part.strip() for part in text.splitlines() if part.strip()]
+    if isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):
+        key = getattr(error.__cause__, "full_key", "") or ""  # optimiser for optimiser.lr
+        faulty = [o for o in overrides if f"{o.key_or_group}.".startswith(f"{key}.")]
+        if key and faulty:
+            line = faulty[0].input_line
+            others = [other for other in lines if other != line]
+            keys = _config_keys(config_dir, config_name, others)
+            return _unknown_key(faulty[0].key_or_group, line, keys)
+    plugin = next((name for name in PLUGIN_EXTRAS if f"'{name}'" in text), None)
+    if isinstance(error, MissingConfigException) and plugin:
+        return f"{plugin} is not installed: pip install -e '.[{PLUGIN_EXTRAS[plugin]}]'"
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{parts[0]}: choose one of {', '.join(error.options)}"
+    added = [o.input_line for o in overrides if o.is_add() and f"'{o.key_or_group}'" in text]
+    if added and parts[0].startswith("Could not append to config"):
+        line = added[0]
+        return f"{parts[0]} Write {line[1:]} to change it, or +{line} to set it either way"
+    message = "; ".join(parts) or type(error).__name__
+    if isinstance(error.__cause__, OmegaConfBaseException):
+        message += f": {str(error.__cause__).splitlines()[0]}"
+    return message
+
+
+def _unknown_key(key: str, line: str, keys: list[str]) -> str:
+    """Name the closest existing keys, and say how to add a key that is not in the config."""
+    in_hydra = key.startswith("hydra.")
+    candidates = [k for k in keys if k.startswith("hydra.") == in_hydra]
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    if not close:  # `lr` for `optimizer.lr`: compare the last names
+        by_name: dict[str, list[str]] = {}
+        for candidate in candidates:
+            by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
+        names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.6)
+        close = [candidate for name in names for candidate in by_name[name]][:3]
+    hint = f"did you mean {', '.join(close)}?" if close else "`--cfg job` lists the keys"
+    if line.startswith("+"):  # + or ++
+        return (
+            f"{line} adds key {key}, which nothing reads ({hint}): only arguments of "
+            "Lightning's Trainer and loggers can be added, as +trainer.<flag>=... or "
+            "+logger.<name>.<argument>=..."
+        )
+    if key.startswith(TRAINER_FLAGS):
+        return (
+            f"unknown key {key} ({hint}): +{line} passes it to Lightning's Trainer as a flag "
+            "this config does not list"
+        )
+    return f"unknown key {key} ({hint})"
+
+
+def refuse_added_keys_nothing_reads(
+    overrides: list[Override], config_dir: Path, config_name: str, lines: list[str]
+) -> None:
+    """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo)
+    or fail deep in a run (+optimizer.foo reaches SGD). Only ADDABLE keys and config groups
+    (+group=option) may be added."""
+    for override in overrides:
+        key = override.key_or_group
+        adds = override.is_add() or override.is_force_add()  # +key=value, ++key=value
+        if not adds or key.startswith(ADDABLE) or (config_dir / key).is_dir():
+            continue
+        line = override.input_line
+        keys = _config_keys(config_dir, config_name, [other for other in lines if other != line])
+        if key not in keys:
+            raise UserError(_unknown_key(key, line, keys))
+
+
+def _config_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
+    """Every dotted key of the config composed without the faulty override."""
+    for attempt in (overrides, []):
+        try:
+            cfg = compose_as_cli(config_dir, config_name, attempt)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            continue
+        return list(_dotted(OmegaConf.to_container(cfg, resolve=False)))
+    return []
+
+
+def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            yield from _dotted(value, f"{prefix}{key}.")
