@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -161,6 +162,13 @@ def cli_env(torch_home: Path | None = None, cache: Path | None = None) -> dict[s
         env["FINETUNE_CACHE"] = str(cache)
     env.pop("HYDRA_FULL_ERROR", None)
     return env
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (taken from the OS, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_cli(

@@ -4,21 +4,14 @@ SLURM path minus the scheduler)."""
 
 import csv
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import TINY, cli_env, run_cli
+from conftest import TINY, cli_env, free_port, run_cli
 
 SCENE = ["data.split.test=12", "data.split.val=13", "model.weights=none", "optimizer.lr=0.05"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow  # three fresh processes (two nodes that rendezvous, then an eval)

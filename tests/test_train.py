@@ -25,9 +25,10 @@ from conftest import (
     REPO,
     TINY,
     as_user_in,
-    assert_one_line_error,
+    assert_run_refuses,
     cli_env,
     compose_config,
+    free_port,
     make_scene_folder,
     run_cli,
     run_in_process,
@@ -183,9 +184,21 @@ def test_imagenet_weights_come_from_the_torch_cache(torch_home, monkeypatch):
     assert trainable == ["fc.weight", "fc.bias"]
 
 
-def test_missing_imagenet_weights_is_one_line(tmp_path, scene_root):
-    result = run_cli("mode=train", f"data.root={scene_root}", *TINY, cwd=tmp_path)
-    assert_one_line_error(result, "resnet18-f37072fd.pth", "model.weights=none")
+def test_missing_imagenet_weights_is_one_line(user_folder, scene_root):
+    """A first training offline, the weights not cached: one line naming the file, the URL
+    tried and model.weights=none (the URL is a loopback port that refuses, so the test never
+    downloads); nothing was trained."""
+    url = f"http://127.0.0.1:{free_port()}/resnet18-f37072fd.pth"
+    run_dir = user_folder / "run"
+    refused = assert_run_refuses(
+        "mode=train",
+        f"data.root={scene_root}",
+        f"model.weights_url={url}",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+    )
+    refused("resnet18-f37072fd.pth", url, "model.weights=none")
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_sweep_ranks_runs_and_copies_the_winner_and_outlives_a_failed_run(

@@ -21,7 +21,7 @@ from finetune.errors import UserError, WeightsUnavailable
 from finetune.network import build_network
 from finetune.weights import imagenet_weights_file, pretrained_state_dict
 
-from conftest import TINY, run_in_process
+from conftest import TINY, free_port, run_in_process
 
 
 @dataclass
@@ -136,13 +136,6 @@ def test_tampered_download_is_refused_and_not_kept(served, server, home):
     assert "hash" in message and url in message
     assert server.requests == {f"/tampered/{served.name}": 1}
     assert files_under(home) == []  # neither the file nor a temporary one stays
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (taken from the OS, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_unreachable_url_says_where_the_file_goes_and_how_to_go_on(home):
