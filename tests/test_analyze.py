@@ -15,7 +15,7 @@ from finetune.checkpoint import load_checkpoint
 from finetune.data.transforms import eval_transform
 from finetune.reports.analysis_figures import spectrum_figure
 
-from conftest import TINY, make_scene_folder
+from conftest import TINY, free_port, make_scene_folder
 
 MODULES = ["layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.1.conv1", "layer3.0.conv1"]
 DATASETS = ("scenes-test", "imagenet-val", "cifar10-test")
@@ -137,14 +137,16 @@ def test_all_three_datasets_end_to_end(
 
 
 def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path, monkeypatch):
-    """No ImageNet weights (no TORCH_HOME, no network) and no ImageNet folder given: the
-    fine-tuned pairs still run."""
+    """No ImageNet weights (none cached, the download refused: a loopback port nothing listens
+    on, so the test never downloads) and no ImageNet folder given: the fine-tuned pairs still
+    run."""
     run_dir = tmp_path / "analysis"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     run(
         [
             "mode=analyze",
             f"ckpt={trained_run / 'best_model.pt'}",
+            f"model.weights_url=http://127.0.0.1:{free_port()}/resnet18-f37072fd.pth",
             f"analysis.cifar_root={cifar_root}",
             "analysis.num_images=4",
             "analysis.modules=[layer1.0.conv1,layer4.1.relu_1]",
