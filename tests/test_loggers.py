@@ -109,18 +109,24 @@ def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("logger", "override", "message"),
     [
-        ("+logger.csv.flush_every=3", r"logger\.csv rejected by .*CSVLogger: .*'flush_every'"),
-        ("+logger.wandb.project=x", r"logger\.wandb has no _target_: choose logger="),
+        (
+            "csv",
+            "+logger.csv.flush_every=3",
+            r"logger\.csv rejected by .*CSVLogger: .*'flush_every'",
+        ),
+        ("csv", "+logger.wandb.project=x", r"logger\.wandb has no _target_: choose logger="),
+        # TensorBoardLogger passes unknown keys on to the SummaryWriter it makes at the first log
+        ("tensorboard", "+logger.tensorboard.bogus=1", r"TensorBoardLogger: .*'bogus'"),
     ],
 )
-def test_a_logger_config_lightning_cannot_take_is_one_line(tmp_path, override, message):
+def test_a_logger_config_lightning_cannot_take_is_one_line(tmp_path, logger, override, message):
     from finetune.errors import UserError
     from finetune.loggers import training_loggers
 
     with pytest.raises(UserError, match=message) as error:
-        training_loggers(compose_config("logger=csv", override), tmp_path)
+        training_loggers(compose_config(f"logger={logger}", override), tmp_path)
     assert "\n" not in str(error.value)
 
 

@@ -31,6 +31,9 @@ RUN_FOLDER_ARGUMENT: dict[str, tuple[str, Callable[[Path], str]]] = {
     "lightning.pytorch.loggers.CSVLogger": ("save_dir", _folder),
     "lightning.pytorch.loggers.MLFlowLogger": ("run_name", user_path),
 }
+# Loggers that pass the keys they do not know on to a writer they make at the first log (the
+# TensorBoard SummaryWriter): the writer is made here, so that a wrong key is one line now.
+WRITER_MADE_AT_FIRST_LOG = ("lightning.pytorch.loggers.TensorBoardLogger",)
 # The optional package a logger class needs, and the extra of this project that installs it.
 OPTIONAL_PACKAGE = {"lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow")}
 
@@ -58,8 +61,11 @@ def training_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             if node.get(argument) is None:
                 filled[argument] = value_for(run_dir)
         try:
-            loggers.append(instantiate(node, **filled))
-        except InstantiationException as error:
+            logger = instantiate(node, **filled)
+            if target in WRITER_MADE_AT_FIRST_LOG:
+                logger.experiment  # noqa: B018 (made now: its TypeError is the user's key)
+        except (InstantiationException, TypeError) as error:
             reason = " ".join(str(error.__cause__ or error).split())[:300]
             raise UserError(f"logger.{name} rejected by {target}: {reason}") from None
+        loggers.append(logger)
     return loggers
