@@ -214,16 +214,10 @@ def compose_config(*overrides: str, hydra_node: bool = False):
 
 def run_in_process(*overrides: str) -> dict:
     """`python -m finetune OVERRIDES` in this process through `finetune.run` (no 5 s of imports
-    per run); torch's global determinism flag, which a deterministic run sets, is restored."""
-    import torch
-
+    per run)."""
     from finetune import run
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        return run(list(overrides))
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    return run(list(overrides))
 
 
 def assert_run_refuses(*overrides: str) -> Callable[..., str]:

@@ -84,6 +84,37 @@ def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
         assert line == f"error: {raised.value}"
     with pytest.raises(TypeError, match="list of strings"):
         run("mode=eval ckpt=x")
+    with pytest.raises(TypeError, match=r"strings such as 'ckpt=.*', not PosixPath"):
+        run(["mode=eval", tmp_path / "best_model.pt"])
+
+
+def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monkeypatch):
+    """A notebook that uses Hydra itself (or a @hydra.main job that calls run) keeps its Hydra:
+    run() neither refuses it nor replaces it; a deterministic run gives torch's global
+    determinism flag back as it found it."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "my_conf"
+    own.mkdir()
+    (own / "mine.yaml").write_text("answer: 42\n")
+    assert not torch.are_deterministic_algorithms_enabled()
+    with initialize_config_dir(config_dir=str(own), version_base="1.3"):
+        results = run(
+            [
+                "mode=train",
+                f"data.root={scene_root}",
+                "trainer.deterministic=true",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                *TRAIN,
+            ]
+        )
+        assert compose("mine").answer == 42
+    assert results["run_dir"] == str(tmp_path / "run")
+    assert not HydraConfig.initialized()
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 @pytest.mark.parametrize(

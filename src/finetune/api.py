@@ -7,6 +7,7 @@ A user mistake raises UserError carrying the line the command line prints after 
 """
 
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 
@@ -50,31 +52,35 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     if isinstance(overrides, str):  # run("mode=eval ckpt=x") would compose letter by letter
         raise TypeError("overrides must be a list of strings, e.g. ['mode=eval', 'ckpt=...']")
     overrides = list(overrides)
-    flags = [item for item in overrides if isinstance(item, str) and item.startswith("-")]
+    other = next((item for item in overrides if not isinstance(item, str)), None)
+    if other is not None:  # a Path alone is no override: ckpt=... says which key it is for
+        raise TypeError(
+            f"overrides must be strings such as 'ckpt=path/to/best_model.pt', not "
+            f"{type(other).__name__} {other!r}"
+        )
+    flags = [item for item in overrides if item.startswith("-")]
     if flags:  # Hydra would parse "-m" as an override and fail in its own words
         raise UserError(
             f"run() takes overrides, not flags ({' '.join(flags)}): sweeps and flags are for the "
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
-    check_before_running(overrides)
-    conf = config_dir()
-    GlobalHydra.instance().clear()
-    with (
-        _logging_restored(),
-        initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="finetune"),
-    ):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        context = HydraContext(
-            config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg)
-        )
-        cfg.hydra.mode = RunMode.RUN
-        job = run_job(
-            task_function=_task_or_user_error,
-            config=cfg,
-            job_dir_key="hydra.run.dir",
-            job_subdir_key=None,
-            hydra_context=context,
-        )
+    with _caller_state_kept():
+        check_before_running(overrides)
+        with initialize_config_dir(
+            config_dir=str(config_dir()), version_base="1.3", job_name="finetune"
+        ):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            context = HydraContext(
+                config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg)
+            )
+            cfg.hydra.mode = RunMode.RUN
+            job = run_job(
+                task_function=_task_or_user_error,
+                config=cfg,
+                job_dir_key="hydra.run.dir",
+                job_subdir_key=None,
+                hydra_context=context,
+            )
     results = job.return_value  # a bug in the task re-raises here, as under the CLI
     if isinstance(results, UserError):
         raise results
@@ -82,12 +88,28 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 @contextmanager
-def _logging_restored() -> Iterator[None]:
-    """The root logger as it was: the run's handlers (its console and finetune.log, set up by
-    Hydra for the job) are closed when it ends, so that the notebook's own logging afterwards
-    does not go on into the last run's log file."""
+def _caller_state_kept() -> Iterator[None]:
+    """What a run changes in the process, given back as the caller had it:
+    - the root logger: the run's handlers (its console and finetune.log, set up by Hydra for the
+      job) are closed, so that the notebook's own logging does not go on into that log file;
+    - Hydra's global state: a notebook's own `initialize(...)`, or the @hydra.main job that
+      calls run(), keeps its config loader and HydraConfig;
+    - torch's determinism flag, which a run with trainer.deterministic=true sets for the
+      process (later GPU code in the notebook would otherwise fail on nondeterministic ops).
+    """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    hydra, hydra_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    torch = sys.modules.get("torch")  # not imported yet: torch's own defaults
+    determinism = (
+        (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        if torch is not None
+        else (False, False)
+    )
+    GlobalHydra.instance().clear()
     try:
         yield
     finally:
@@ -96,6 +118,13 @@ def _logging_restored() -> Iterator[None]:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
+        GlobalHydra.instance().clear()
+        if hydra is not None:
+            GlobalHydra.instance().initialize(hydra)
+        HydraConfig.instance().cfg = hydra_config
+        torch = sys.modules.get("torch")  # imported by the run if it got that far
+        if torch is not None:
+            torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
 
 
 def _task_or_user_error(cfg: Any) -> dict[str, Any] | UserError:
