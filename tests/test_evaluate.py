@@ -518,6 +518,20 @@ def test_a_checkpoint_without_its_manifest_recomputes_its_own_split(trained_run,
     assert metrics["n"] == len(manifest_split(trained_run)[0]) == 12
 
 
+def test_a_demo_checkpoint_given_a_missing_data_root_is_refused_and_writes_nothing(
+    trained_run, tmp_path
+):
+    """The demo writes its images itself, but only where its checkpoint had them: a mistyped
+    data.root is refused like any other kind's, and no demo is written there."""
+    payload = torch.load(trained_run / "best_model.pt", weights_only=True)
+    payload["data"]["kind"] = "demo"
+    torch.save(payload, tmp_path / "demo_model.pt")
+    nowhere = tmp_path / "nowhere"
+    message = evaluation_error(tmp_path / "demo_model.pt", tmp_path, f"data.root={nowhere}")
+    assert message == f"data.root={nowhere} does not exist"
+    assert not nowhere.exists()
+
+
 def test_a_run_given_a_relative_data_root_evaluates_from_any_folder(scene_root, tmp_path):
     """data.root=scenes typed in the data's parent folder: the checkpoint keeps the absolute
     folder, so eval from another working folder finds the data (nothing has moved)."""

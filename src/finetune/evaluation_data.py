@@ -129,13 +129,15 @@ def evaluation_split(cfg: DictConfig, loaded: LoadedModel, run_dir: Path | None)
         raise UserError(f"split={cfg.split!r} is unknown: use one of {', '.join(SPLITS)}")
     data_cfg = evaluation_data(cfg, loaded)
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, only=cfg.split)
-    if datamodule.kind != "demo" and not datamodule.root.is_dir():
-        if data_cfg["root"] == loaded.data["root"]:
+    its_own_root = data_cfg["root"] == loaded.data["root"]
+    if not datamodule.root.is_dir():  # the demo is written again, but only where it was
+        if not its_own_root:
+            raise UserError(f"data.root={datamodule.root} does not exist")
+        if not datamodule.data_kind.writes_its_data:
             raise UserError(
                 f"the checkpoint's data folder {datamodule.root} does not exist: if the data "
                 "has moved, add data.root=<its folder now> (the checkpoint's split is kept)"
             )
-        raise UserError(f"data.root={datamodule.root} does not exist")
     labels = model_labels(loaded, datamodule.class_names, datamodule.root)
     datamodule.setup()
     dataset = datamodule.datasets[cfg.split]

@@ -114,6 +114,7 @@ class CifarKind:
     test; the images are decoded arrays, so there is nothing to decode-check."""
 
     label = "cifar10"
+    writes_its_data = False
 
     def prepare(self, root: Path) -> None:
         """The batches are there or not: nothing to make."""

@@ -51,6 +51,7 @@ class DemoKind(FolderKind):
     """data.kind=demo: the folder kind, over a folder it writes on first use."""
 
     label = "demo"
+    writes_its_data = True
 
     def prepare(self, root: Path) -> None:
         materialise_demo(root)

@@ -130,6 +130,7 @@ class FolderKind:
     """data.kind=folder: class folders, every image decode-checked before it is used."""
 
     label = "scenes"
+    writes_its_data = False
 
     def prepare(self, root: Path) -> None:
         """A folder of real data is there or not: nothing to make."""

@@ -26,6 +26,7 @@ class DataKind(Protocol):
     """What the DataModule asks of a data kind."""
 
     label: str  # its name in reports (mode=analyze calls a scene folder's test split scenes-test)
+    writes_its_data: bool  # prepare() makes the folder (the demo); else the folder must exist
 
     def prepare(self, root: Path) -> None:
         """Make the data exist (the demo writes its folder once); a no-op for real data."""
