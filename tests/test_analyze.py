@@ -385,21 +385,6 @@ def broken_input(kind: str, folder: Path, cifar_root: Path, imagenet_root: Path)
         with (broken / "test_batch").open("wb") as handle:
             pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2]}, handle)
         return [f"analysis.cifar_root={broken}"]
-    if kind == "imagenet labels not numbers":
-        folder.mkdir(parents=True)
-        labels = folder / "labels.txt"
-        labels.write_text("\n".join(["n01440764"] * len(list(imagenet_root.iterdir()))) + "\n")
-        return [f"analysis.imagenet_root={imagenet_root}", f"analysis.imagenet_labels={labels}"]
-    if kind == "imagenet labels out of range":
-        folder.mkdir(parents=True)
-        labels = folder / "labels.txt"
-        labels.write_text("\n".join(["1000"] * len(list(imagenet_root.iterdir()))) + "\n")
-        return [f"analysis.imagenet_root={imagenet_root}", f"analysis.imagenet_labels={labels}"]
-    if kind == "imagenet labels missing":
-        return [
-            f"analysis.imagenet_root={imagenet_root}",
-            f"analysis.imagenet_labels={folder / 'no-labels.txt'}",
-        ]
     if kind == "imagenet folder missing":
         return [f"analysis.imagenet_root={folder / 'no-imagenet'}"]
     assert kind == "cifar folder missing"
@@ -410,9 +395,6 @@ BROKEN = {
     "planted weights": r"refusing .*resnet18-f37072fd\.pth",
     "corrupt cifar batch": r"test_batch is not a CIFAR-10 python batch",
     "cifar batch with too few labels": r"test_batch has 2 labels for 4 images",
-    "imagenet labels not numbers": r"labels\.txt line 1: 'n01440764' is not a class index 0-999",
-    "imagenet labels out of range": r"labels\.txt line 1: '1000' is not a class index 0-999",
-    "imagenet labels missing": r"analysis\.imagenet_labels=.*no-labels\.txt does not exist",
     "imagenet folder missing": r"analysis\.imagenet_root=.*no-imagenet does not exist",
     "cifar folder missing": r"analysis\.cifar_root=.*no-cifar does not exist",
 }

@@ -7,6 +7,7 @@
   that make scores reproduce (`inference.precision`), whatever the training profile says.
 """
 
+import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -122,7 +123,9 @@ def run_predict(
             settings["precision"],
             trainer_cfg.precision,
         )
-    single = OmegaConf.merge(cfg, {"trainer": settings})
+    single = copy.deepcopy(cfg)
+    with open_dict(single):  # limit_predict_batches is not a config key: scoring adds it
+        single.trainer.merge_with(settings)
     with process_flags_restored(full_float32=settings["precision"] == "32-true"):
         trainer = build_trainer(single, run_dir)
         started = time.perf_counter()

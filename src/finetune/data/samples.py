@@ -32,14 +32,10 @@ def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
     return dataset
 
 
-def imagenet_sample(
-    root: Path, transform: Callable, count: int, seed: int, labels: str | None = None
-) -> ImageDataset:
-    """`count` images of an ImageNet validation folder (`labels`: a file of their 0-999 labels,
-    analysis.imagenet_labels); sampled files that do not decode are dropped (only the sample is
-    decode-checked, not all 50,000)."""
-    labels_file = Path(labels).expanduser() if labels else None
-    listing = Listing(FolderReader(root), *imagenet_items(root, labels_file))
+def imagenet_sample(root: Path, transform: Callable, count: int, seed: int) -> ImageDataset:
+    """`count` images of an ImageNet validation folder; sampled files that do not decode are
+    dropped (only the sample is decode-checked, not all 50,000)."""
+    listing = Listing(FolderReader(root), *imagenet_items(root))
     listing = drop_unreadable(listing.take(seeded_sample(len(listing.items), count, seed)))
     return _enough(listing.dataset(transform), f"analysis.imagenet_root={root}")
 
@@ -84,7 +80,7 @@ def analysis_samples(
             absent.append((name, f"the checkpoint's own split is {name} already"))
         else:
             datasets[name] = (
-                imagenet_sample(root, transform, count, seed, analysis["imagenet_labels"])
+                imagenet_sample(root, transform, count, seed)
                 if name == "imagenet-val"
                 else cifar_test_sample(root, transform, count, seed)
             )
