@@ -44,7 +44,7 @@ test: $(STAMP)  ## run the test suite (the few `slow` tests left out), one worke
 test-slow: $(STAMP)  ## run only the slow tests (minutes each)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: $(STAMP)  ## the seed's fp32 loop vs the package default, side by side; loader share -> benchmarks/RESULTS.md (~5 min)
+bench: $(STAMP)  ## the seed's fp32 loop vs the package default, side by side; loader share -> benchmarks/RESULTS.md (~4 min)
 	$(PY) benchmarks/run_all.py $(ARGS)
 
 parity: $(STAMP)  ## fp32 vs the automatic bf16 setting, 3 seeds x 2 data sets -> benchmarks/parity.json (~15 min)

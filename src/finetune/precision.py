@@ -3,7 +3,7 @@ training: bf16-mixed autocast + channels-last where the device computes bfloat16
 bf16 keeps float32's accuracy, float32 elsewhere.
 
 - A CUDA GPU with bf16 support: bf16-mixed + channels-last.
-- A CPU with AMX or AVX512-BF16: float32 unless `cpu_bf16=true`. bf16 trains 2.5x faster there,
+- A CPU with AMX or AVX512-BF16: float32 unless `cpu_bf16=true`. bf16 trains 2.1x faster there,
   but in `make parity` (3 seeds, 2 data sets) it missed float32's mean class-wise accuracy by
   more than the one point a default may cost, so it is the opt-in.
 
@@ -99,7 +99,7 @@ def choose_numerics(
     """Resolve `auto` in trainer.precision and model.channels_last for `accelerator`.
 
     On a CPU with native bf16, `auto` means bf16 only when `cpu_bf16_allowed` (config key
-    `cpu_bf16`, false by default): bf16 training there is 2.5x faster but missed float32's
+    `cpu_bf16`, false by default): bf16 training there is 2.1x faster but missed float32's
     accuracy by more than the one point the default must keep (`make parity`)."""
     precision = str(precision)
     explicit_precision = precision != AUTO

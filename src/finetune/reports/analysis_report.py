@@ -85,11 +85,18 @@ def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> s
     relative link would be a broken image: it names the plot's tag instead."""
     modules, top_k, records = payload["modules"], payload["top_k"], payload["results"]
     pairs = _by_pair(records)
+    arch = payload["arch"]
+    compared = any(record["model"] == "pretrained" for record in records)
+    against = (
+        f"and the ImageNet-pretrained {arch} with a new head"
+        if compared
+        else "the ImageNet-pretrained one was skipped: see Skipped"
+    )
     lines = [
         "# Feature-map statistics (mode=analyze)",
         "",
-        f"Checkpoint `{payload['checkpoint']}` ({payload['arch']}, and the ImageNet-pretrained "
-        f"{payload['arch']} with a new head); up to {payload['num_images']} images per dataset "
+        f"Checkpoint `{payload['checkpoint']}` ({arch}, {against}); "
+        f"up to {payload['num_images']} images per dataset "
         f"(seeded sample, seed {payload['seed']}), evaluation transform "
         f"{payload['image_size']} px; computed in {payload['wall_time_s']} s "
         f"on {payload['device']} ({payload['precision']}).",

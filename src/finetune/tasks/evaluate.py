@@ -2,8 +2,9 @@
 figures and a report into the run folder; optionally check the scores against a saved file.
 
 The steps, each in the module that owns it:
-- the model and the data it is evaluated on: finetune.inference (`load_model`,
-  `evaluation_split`: the checkpoint's own data and split manifest unless data.source=config;
+- the model and the data it is evaluated on: finetune.inference (`load_model`) and
+  finetune.evaluation_data (`evaluation_split`: the checkpoint's own data and split manifest
+  unless data.source=config;
   data.root, when set, says where that data lives now; always the checkpoint's transform);
 - the scores: Lightning's predict loop under inference.precision (finetune.inference);
 - the metrics: finetune.metrics (torchmetrics);
