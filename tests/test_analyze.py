@@ -167,6 +167,7 @@ def test_missing_inputs_skip_only_their_pairs(trained_run, cifar_root, tmp_path,
         for module in ("layer1.0.conv1", "layer4.1.relu_1")
     }
     assert sorted(next(iter(s)) for s in stats["skipped"]) == ["dataset", "model"]
+    assert "the ImageNet-pretrained one was skipped" in (run_dir / "analysis.md").read_text()
     relu = [r for r in stats["results"] if r["module"] == "layer4.1.relu_1"]
     for record in relu:  # ReLU outputs: zeros count as non-positive, a PSD covariance
         assert record["nonpositive_fraction"] > 0
