@@ -23,6 +23,9 @@ VAL_LOADERS = ("val", "train_eval")
 PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
 
 
+Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
+
+
 class ImageClassifier(L.LightningModule):
     """Fine-tunes a torchvision network (ResNet18 by default) and logs loss, accuracy, class-wise
     accuracy and AP per epoch.
@@ -74,26 +77,23 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+    def _step(self, batch: Batch, split: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
         self.metrics[f"{split}_metrics"].update(logits, labels, loss)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         self.log("train/loss_step", loss, prog_bar=True, batch_size=batch[1].numel())
         return loss
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, VAL_LOADERS[dataloader_idx])
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).float()
 
     def _log_epoch(self, splits: tuple[str, ...]) -> None:
         for split in splits:

@@ -1,6 +1,6 @@
 """A map-style dataset over items read by a reader, with augmentation seeded by (epoch, index)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -70,6 +70,6 @@ class EpochSeededSampler(DistributedSampler):
     Shuffling depends only on (seed, epoch); Lightning calls set_epoch every epoch.
     """
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         return ((epoch, index) for index in super().__iter__())

@@ -81,7 +81,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
         images, below = list_images(folder), images_below(folder)
         if not images:
             raise UserError(
-                f"class folder {folder} holds no images{_empty_class_hint(root, folder, below)}"
+                f"class folder {folder} holds no images{_empty_class_hint(root, below)}"
             )
         items += [image.relative_to(root).as_posix() for image in images]
         labels += [label] * len(images)
@@ -104,7 +104,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     return [folder.name for folder in folders], items, labels
 
 
-def _empty_class_hint(root: Path, folder: Path, below: list[Path]) -> str:
+def _empty_class_hint(root: Path, below: list[Path]) -> str:
     """What to do about a class folder without images of its own: when its sub-folders are
     class folders themselves, data.root is one level too high (root/train/<class>)."""
     if not below:

@@ -26,7 +26,6 @@ def stratified_split(
     test: float,
     val: float,
     seed: int,
-    splits: Sequence[str] = SPLITS,
     class_names: Sequence[str] | None = None,
 ) -> list[str]:
     """Assign each item to train/val/test; per-class proportions are kept (scikit-learn). What

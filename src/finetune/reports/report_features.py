@@ -20,7 +20,7 @@ def _points(tuned: dict[str, float], pretrained: dict[str, float], module: str) 
 
 def features_section(inputs: ReportInputs) -> list[Block]:
     features = inputs.features
-    modules = [m if isinstance(m, str) else m["name"] for m in features["modules"]]
+    modules = features["modules"]
     table: dict[tuple[str, str], dict[str, Any]] = {}
     for result in features["results"]:
         row = table.setdefault((result["model"], result["dataset"]), {"n": result["num_images"]})

@@ -17,7 +17,6 @@ from finetune.io import TEXT
 from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
 from finetune.sweep import OK, sweep_runs
 
-Curves = dict[str, tuple[list[float], list[float]]]
 SPLITS = ("train", "val", "test")
 STEP_RECORD = "report_step.json"  # written into a step's run folder once the step has finished
 SIGNIFICANT = 4  # digits of a swept fraction a person reads; the runs' files keep every digit
