@@ -4,9 +4,12 @@ said before any work starts; the values next to each mistake still pass.
 The refusals run through `finetune.run` (the command line, in-process), as a user meets them;
 nothing trains: a run that got past the check would fail its test, not train for long."""
 
+import re
+
 import pytest
 
 from finetune.errors import UserError
+from finetune.tasks import check_config
 from finetune.validate import validate_config
 from finetune.value_rules import RULES
 
@@ -222,3 +225,115 @@ def test_an_archive_given_as_data_root_says_to_unpack_it(tmp_path):
         validate_config(
             compose_config("data=cifar10", f"data.root={tmp_path / 'cifar-10-python.tar.gz'}")
         )
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        (
+            "data.root=${oc.env:MYDATA}/data",
+            ["data.root=${oc.env:MYDATA}/data cannot be resolved: environment variable MYDATA"],
+        ),
+        ("model.head_seed=${sed}", ["model.head_seed=${sed} cannot be resolved", "no key sed"]),
+        ("eval.reference=${oc.evn:HOME}", ["eval.reference=${oc.evn:HOME}", "no resolver oc.evn"]),
+    ],
+)
+def test_an_interpolation_that_cannot_resolve_is_one_line(
+    tmp_path, scene_root, monkeypatch, override, words
+):
+    """Any key (eval.reference: one no rule reads), named with its value as written and why."""
+    monkeypatch.delenv("MYDATA", raising=False)
+    run_dir = tmp_path / "run"
+    refused = assert_run_refuses(
+        f"data.root={scene_root}", *QUICK, override, f"hydra.run.dir={run_dir}"
+    )
+    refused(*words)
+    assert not run_dir.exists()
+
+
+def test_the_runs_own_check_resolves_every_key_but_what_hydra_sets_later(tmp_path, monkeypatch):
+    """check_config on the config a run gets (no hydra node) says the same line; ${hydra:...}
+    resolves only once Hydra starts the run, and a data.root left unset keeps its own line."""
+    monkeypatch.delenv("MYDATA", raising=False)
+    with pytest.raises(UserError, match=r"environment variable MYDATA is not set"):
+        check_config(compose_config("data.root=${oc.env:MYDATA}/data"))
+    started_later = "logger.tensorboard.save_dir=${hydra:runtime.output_dir}/tb"
+    check_config(compose_config(f"data.root={tmp_path}", started_later, hydra_node=True))
+    with pytest.raises(UserError, match=r"^data.root is not set: add data.root="):
+        check_config(compose_config(hydra_node=True))
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        (
+            "~optimizer.backbone_lr_mult",
+            [
+                "optimizer.backbone_lr_mult is missing: every optimizer option sets it",
+                "conf/optimizer/sgd.yaml: backbone_lr_mult: 1.0",
+            ],
+        ),
+        ("~data.loader.batch_size", ["data.loader.batch_size is missing", "conf/data/scenes"]),
+        ("~monitor", ["monitor is missing", "config.yaml", "monitor: val/map"]),
+        ("~optimizer", ["optimizer is missing", "adamw, sgd"]),
+    ],
+)
+def test_a_key_the_code_reads_cannot_be_removed(tmp_path, scene_root, override, words):
+    run_dir = tmp_path / "run"
+    refused = assert_run_refuses(
+        f"data.root={scene_root}", *QUICK, override, f"hydra.run.dir={run_dir}"
+    )
+    refused(*words)
+    assert not run_dir.exists()
+
+
+def test_an_own_option_must_set_what_every_option_of_its_group_sets(tmp_path):
+    """An optimizer file of one's own (--config-dir) with only name and lr; momentum, which
+    only sgd sets, is not asked for."""
+    cfg = compose_config(f"data.root={tmp_path}")
+    cfg.optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0}
+    with pytest.raises(UserError, match=r"^optimizer.backbone_lr_mult is missing"):
+        check_config(cfg)
+    cfg.optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0, "backbone_lr_mult": 1.0}
+    check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        (
+            "data.split.seed=${oc.env:SPLITSEED,7}",
+            [
+                "data.split.seed='7' must be a whole number",
+                "the text '7' that ${oc.env:SPLITSEED,7} gives",
+                'data.split.seed="${oc.decode:${oc.env:SPLITSEED,7}}" to read it as a number',
+            ],
+        ),
+        ("seed='7'", ["seed='7' must be", "write seed=7, without quotes"]),
+        ("model.compile=${oc.env:COMPILE,true}", ["${oc.decode:", "read it as a boolean"]),
+        ("data.resize_size=${oc.env:RESIZE,36}", ["data.resize_size='36'", "${oc.decode:"]),
+    ],
+)
+def test_a_number_given_as_text_says_how_to_give_a_number(
+    tmp_path, scene_root, monkeypatch, override, words
+):
+    """${oc.env:...} always gives text: the line says so and how to decode it."""
+    for name in ("SPLITSEED", "COMPILE", "RESIZE"):
+        monkeypatch.delenv(name, raising=False)
+    run_dir = tmp_path / "run"
+    refused = assert_run_refuses(
+        f"data.root={scene_root}", *QUICK, override, f"hydra.run.dir={run_dir}"
+    )
+    refused(*words)
+    assert not run_dir.exists()
+
+
+def test_the_fix_the_line_gives_passes(tmp_path, monkeypatch):
+    """The override the line gives, as it gives it, reads the number."""
+    monkeypatch.setenv("SPLITSEED", "11")
+    with pytest.raises(UserError) as raised:
+        validate_config(compose_config(f"data.root={tmp_path}", "seed=${oc.env:SPLITSEED,7}"))
+    fix = re.search(r"write (\S+) to read it as a number", str(raised.value)).group(1)
+    cfg = compose_config(f"data.root={tmp_path}", fix)
+    validate_config(cfg)
+    assert cfg.seed == 11

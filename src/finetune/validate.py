@@ -2,7 +2,8 @@
 
 Most rules are a row of finetune.value_rules.RULES (key, test of its value, what it must be);
 the rules here relate keys to each other, name one of a registry's options, or look for the
-files and folders a mode starts from."""
+files and folders a mode starts from. Before all of them, finetune.config_keys.check_keys: every
+key the code reads is there and every interpolation resolves."""
 
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from finetune.errors import UserError
 from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name
 from finetune.precision import AUTO, trainer_precisions
 from finetune.sweep import job_folders
-from finetune.value_rules import check_rules, is_whole
+from finetune.value_rules import as_text_hint, check_rules, is_whole
 
 CKPT_MODES = ("eval", "analyze", "predict", "export")  # the modes that load a model from `ckpt`
 # What data.root must name, by data.kind (demo: a cache folder the config sets itself)
@@ -32,7 +33,8 @@ def _check_combinations(cfg: DictConfig) -> None:
     _require(
         is_whole(resize) and resize >= size,
         f"data.resize_size={resize!r} must be a whole number >= data.image_size={size}: the "
-        f"center crop would pad the image with black (e.g. data.resize_size={size * 8 // 7})",
+        f"center crop would pad the image with black (e.g. data.resize_size={size * 8 // 7})"
+        + as_text_hint(cfg, "data.resize_size", resize),
     )
     stage, mult = cfg.model.unfreeze_at_epoch, cfg.optimizer.backbone_lr_mult
     if cfg.model.freeze_backbone:
@@ -127,7 +129,8 @@ def check_inputs(cfg: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Every value Hydra cannot check by type, in one pass, with no torch or Lightning import
-    (except for a trainer.precision other than auto, checked against Lightning's own list)."""
+    (except for a trainer.precision other than auto, checked against Lightning's own list);
+    after finetune.config_keys.check_keys."""
     if cfg.mode == "train" and OmegaConf.is_missing(cfg.data, "root"):
         hint = ROOT_HINTS.get(cfg.data.kind, ROOT_HINTS["folder"])
         raise UserError(

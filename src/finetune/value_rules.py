@@ -137,9 +137,38 @@ def _as_typed(value: object) -> str:
     return "null" if value is None else str(value).lower() if _boolean(value) else repr(value)
 
 
+def _text_kind(text: str) -> str | None:
+    """What text would be if it were not text: "number" for '7', "boolean" for 'true'."""
+    if text.lower() in ("true", "false"):
+        return "boolean"
+    try:
+        float(text)
+    except ValueError:
+        return None
+    return "number"
+
+
+def as_text_hint(cfg: DictConfig, key: str, value: object) -> str:
+    """For a refused value that is a number or boolean as text: where the text comes from
+    (${oc.env:...} always gives text; or quotes) and how to write it as a value."""
+    kind = _text_kind(value) if isinstance(value, str) else None
+    if kind is None:
+        return ""
+    section, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, section) if section else cfg
+    if not OmegaConf.is_interpolation(parent, name):
+        return f" (it is the text {value!r}: write {key}={value}, without quotes)"
+    written = OmegaConf.to_container(parent, resolve=False)[name]
+    return (
+        f" (it is the text {value!r} that {written} gives: write "
+        f'{key}="${{oc.decode:{written}}}" to read it as a {kind})'
+    )
+
+
 def check_rules(cfg: DictConfig) -> None:
     """Each row of RULES whose key the config has."""
     for key, test, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not test(value):
-            raise UserError(f"{key}={_as_typed(value)} must be {what}")
+            hint = as_text_hint(cfg, key, value)
+            raise UserError(f"{key}={_as_typed(value)} must be {what}{hint}")

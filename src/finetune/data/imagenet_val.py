@@ -23,4 +23,3 @@ def imagenet_items(root: Path) -> tuple[list[str], list[int]]:
         )
         raise UserError(f"ImageNet folder {root} holds no images{hint}")
     return items, [-1] * len(items)
-

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from finetune.config_keys import check_keys
 from finetune.errors import UserError
 from finetune.validate import check_inputs, validate_config
 
@@ -163,9 +164,10 @@ def _task(mode: str) -> Callable[[DictConfig], dict]:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """The mode, the values and `ckpt`, each mistake one UserError line; no torch or Lightning
-    import. The command line and run() call it before Hydra makes a run folder, run_task again
-    (a sweep's job, a job of another launcher)."""
+    """The keys, the mode, the values and `ckpt`, each mistake one UserError line; no torch or
+    Lightning import. The command line and run() call it before Hydra makes a run folder,
+    run_task again (a sweep's job, a job of another launcher)."""
+    check_keys(cfg)  # every key there and resolvable, before any is read
     if cfg.mode not in TASKS:  # the one list of modes
         raise UserError(f"unknown mode={cfg.mode!r}: choose one of {', '.join(TASKS)}")
     validate_config(cfg)
