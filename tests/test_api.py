@@ -100,7 +100,9 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
     own = tmp_path / "my_conf"
     own.mkdir()
     (own / "mine.yaml").write_text("answer: 42\n")
-    assert not torch.are_deterministic_algorithms_enabled()
+    hydra_config = HydraConfig.instance().cfg  # as earlier tests left it (None, or a job's)
+    notebook = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)  # the notebook's: the run turns it on
     with initialize_config_dir(config_dir=str(own), version_base="1.3"):
         results = run(
             [
@@ -113,8 +115,9 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
         )
         assert compose("mine").answer == 42
     assert results["run_dir"] == str(tmp_path / "run")
-    assert not HydraConfig.initialized()
+    assert HydraConfig.instance().cfg is hydra_config
     assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(notebook)
 
 
 @pytest.mark.parametrize(

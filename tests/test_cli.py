@@ -316,7 +316,7 @@ def test_valid_command_lines_still_compose(tmp_path, capsys, arguments, key, val
     "argv",
     [
         ["-m", "optimizer.lr=0.1,0.01", "data=demo,cifar10"],
-        ["--multirun", "optimizer.lr=interval(0.001,0.1)"],
+        ["-m", "hparams_search=optuna", "optimizer.lr=interval(0.001,0.1)"],
         ["-m", "optimizer.lr=range(1,3)", "data=glob(*)", "+trainer.max_time=choice(a,b)"],
         ["-m", "hydra/launcher=local", "seed=1,2", "hydra.sweep.dir={tmp}/new"],
         ["-m", "experiment=report", "data.root=/data"],

@@ -8,12 +8,17 @@ torch is.
 """
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import version
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from hydra.core.config_loader import ConfigLoader
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
@@ -34,22 +39,55 @@ PLUGIN_EXTRAS = {
 }
 
 
-def compose_as_cli(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+def search_path(config_dir: Path, added: Path | None = None) -> ConfigSearchPath:
+    """Where `python -m finetune` finds configs: Hydra's own, the package's conf/ and the user's
+    folder `--config-dir` adds, in the order Hydra's command line gives them (`hydra.searchpath`,
+    in the primary config or an override, adds more when a config is composed)."""
+    path = create_config_search_path(str(config_dir))
+    if added is not None:
+        path.prepend("command-line", f"file://{added}", anchor=SearchPathQuery(provider="schema"))
+    return path
+
+
+def compose_as_cli(search: ConfigSearchPath, config_name: str, overrides: list[str]) -> DictConfig:
     """Compose as `python -m finetune` will, hydra node included; leave Hydra uninitialised."""
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return GlobalHydra.instance().hydra.compose_config(
-            config_name=config_name,
-            overrides=overrides,
-            run_mode=RunMode.RUN,
-            from_shell=True,
-            with_log_configuration=False,
-        )
+    return _loader(search).load_configuration(
+        config_name=config_name, overrides=overrides, run_mode=RunMode.RUN, from_shell=True
+    )
+
+
+def group_options(
+    search: ConfigSearchPath, config_name: str, overrides: list[str], keys: Iterable[str]
+) -> dict[str, list[str]]:
+    """The options of each of `keys` that names a config group (`data`, `hydra/launcher`), as
+    Hydra finds them on the whole search path: `hydra.searchpath` folders included."""
+    loader = _loader(search)
+
+    def listed(group: str, kind: ObjectType) -> list[str]:
+        return loader.get_group_options(group, kind, config_name, overrides)
+
+    groups_in: dict[str, list[str]] = {}  # the groups inside each parent group ("": the top)
+    options = {}
+    for key in dict.fromkeys(keys):
+        parent, _, name = key.rpartition("/")
+        if parent not in groups_in:
+            groups_in[parent] = listed(parent, ObjectType.GROUP)
+        if name in groups_in[parent]:
+            options[key] = listed(key, ObjectType.CONFIG)
+    return options
+
+
+def _loader(search: ConfigSearchPath) -> ConfigLoader:
+    """Hydra's config loader on `search`, set up as @hydra.main sets it up (version_base 1.3),
+    without initialising Hydra's global state."""
+    version.setbase("1.3")
+    return Hydra(task_name="finetune", config_loader=ConfigLoaderImpl(search)).config_loader
 
 
 def explain(
     error: Exception,
     overrides: list[Override],
-    config_dir: Path,
+    search: ConfigSearchPath,
     config_name: str,
     lines: list[str],
 ) -> str:
@@ -62,7 +100,7 @@ def explain(
         if key and faulty:
             line = faulty[0].input_line
             others = [other for other in lines if other != line]
-            keys = _config_keys(config_dir, config_name, others)
+            keys = _config_keys(search, config_name, others)
             return _unknown_key(faulty[0].key_or_group, line, keys)
     plugin = next((name for name in PLUGIN_EXTRAS if f"'{name}'" in text), None)
     if isinstance(error, MissingConfigException) and plugin:
@@ -106,7 +144,7 @@ def _unknown_key(key: str, line: str, keys: list[str]) -> str:
 
 
 def refuse_added_keys_nothing_reads(
-    overrides: list[Override], config_dir: Path, config_name: str, lines: list[str]
+    overrides: list[Override], search: ConfigSearchPath, config_name: str, lines: list[str]
 ) -> None:
     """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo)
     or fail deep in a run (+optimizer.foo reaches SGD). Only ADDABLE keys and config groups
@@ -114,19 +152,21 @@ def refuse_added_keys_nothing_reads(
     for override in overrides:
         key = override.key_or_group
         adds = override.is_add() or override.is_force_add()  # +key=value, ++key=value
-        if not adds or key.startswith(ADDABLE) or (config_dir / key).is_dir():
+        if not adds or key.startswith(ADDABLE):
+            continue
+        if key in group_options(search, config_name, lines, [key]):
             continue
         line = override.input_line
-        keys = _config_keys(config_dir, config_name, [other for other in lines if other != line])
+        keys = _config_keys(search, config_name, [other for other in lines if other != line])
         if key not in keys:
             raise UserError(_unknown_key(key, line, keys))
 
 
-def _config_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
+def _config_keys(search: ConfigSearchPath, config_name: str, overrides: list[str]) -> list[str]:
     """Every dotted key of the config composed without the faulty override."""
     for attempt in (overrides, []):
         try:
-            cfg = compose_as_cli(config_dir, config_name, attempt)
+            cfg = compose_as_cli(search, config_name, attempt)
         except (HydraException, OmegaConfBaseException, ValueError):
             continue
         return list(_dotted(OmegaConf.to_container(cfg, resolve=False)))

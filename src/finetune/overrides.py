@@ -3,8 +3,7 @@ checked against the options of its config group, and seen as the first job of a 
 Only hydra is imported here (finetune.choices runs before torch)."""
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
@@ -15,12 +14,16 @@ from finetune.errors import UserError
 GRAMMAR = "write key=value, +key=value to add a key, ~key to remove one"
 
 
-def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | None:
-    """The message for the first `group=option` override naming an option that does not exist
-    (every option of a sweep `data=scenes,cifar10` is checked; a glob is the sweeper's)."""
-    groups = {p.name for p in config_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+def unknown_choice(
+    overrides: Sequence[Override], options: Mapping[str, Sequence[str]]
+) -> str | None:
+    """The message for the first `group=option` override naming an option that its group (in
+    `options`: each group's options on the whole config search path) does not have. Every option
+    of a sweep `data=scenes,cifar10` is checked; a glob is the sweeper's, and Hydra's own groups
+    (hydra/launcher=...) are Hydra's to check (a missing plugin names its extra)."""
     for override in overrides:
-        if override.key_or_group not in groups or override.is_delete():
+        key = override.key_or_group
+        if key not in options or key.split("/")[0] == "hydra" or override.is_delete():
             continue
         if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
             continue
@@ -32,11 +35,9 @@ def unknown_choice(overrides: Sequence[Override], config_dir: Path) -> str | Non
             chosen = [str(option) for option in override.value()]
         else:  # null: no option of that group
             continue
-        options = sorted(p.stem for p in (config_dir / override.key_or_group).glob("*.yaml"))
         for option in chosen:
-            if option not in options:
-                key = override.key_or_group
-                return f"unknown {key}={option}: choose one of {', '.join(options)}"
+            if option not in options[key]:
+                return f"unknown {key}={option}: choose one of {', '.join(options[key])}"
     return None
 
 
