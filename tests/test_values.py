@@ -166,12 +166,31 @@ EACH_RULE = {
     "analysis.num_images": ["analysis.num_images=1"],
     "analysis.top_k": ["analysis.top_k=0"],
     "analysis.batch_size": ["analysis.batch_size=0"],
+    "analysis.modules": ["analysis.modules=[]"],
     "report.after_sweep": ["report.after_sweep=yes"],
     "data.bad_images": ["data.bad_images=ignore"],
     "monitor_mode": ["monitor_mode=maximize"],
+    "split": ["split=tset"],
     "export.format": ["export.format=onxx"],
     "inference.precision": ["inference.precision=bf16"],
 }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["mode=eval", "split=tset"], ["split='tset'", "train or val or test"]),
+        (["mode=analyze", "analysis.modules=7"], ["analysis.modules=7", "auto or a list"]),
+        (["mode=predict"], ["predict.input is not set", "predict.input=<image"]),
+    ],
+)
+def test_a_modes_own_mistakes_are_one_line_before_any_work(tmp_path, overrides, words):
+    """Said before Hydra makes a run folder and before torch is imported, like training's."""
+    ckpt = tmp_path / "best_model.pt"
+    ckpt.write_bytes(b"")  # only its existence is checked before the run
+    run_dir = tmp_path / "run"
+    assert_run_refuses(f"ckpt={ckpt}", *overrides, f"hydra.run.dir={run_dir}")(*words)
+    assert not run_dir.exists()
 
 
 def test_every_rule_has_a_bad_value_below():

@@ -114,6 +114,11 @@ def check_inputs(cfg: DictConfig) -> None:
         _require(bool(cfg.ckpt), unset)
         ckpt = Path(str(cfg.ckpt)).expanduser()
         _require(ckpt.exists(), no_ckpt_there(ckpt))
+    if cfg.mode == "predict":
+        _require(
+            bool(cfg.predict.input),
+            "predict.input is not set: add predict.input=<image file or folder of images>",
+        )
     if cfg.mode == "report":
         sweeps = "outputs/multirun/<date>/<time>"
         _require(cfg.sweep is not None, f"mode=report needs the sweep folder: add sweep={sweeps}")

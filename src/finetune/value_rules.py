@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.data.splits import SPLITS
 from finetune.errors import UserError
 from finetune.precision import AUTO
 
@@ -59,6 +60,14 @@ def _one_of(*options: str) -> tuple[Test, str]:
 
 def _boolean(value: object) -> bool:
     return isinstance(value, bool)
+
+
+def _module_list(value: Any) -> bool:
+    """auto, or a non-empty list of module names."""
+    names = [value] if isinstance(value, str) else value
+    return value == "auto" or (
+        isinstance(names, Sequence) and bool(names) and all(isinstance(n, str) for n in names)
+    )
 
 
 def _crop_scale(value: Any) -> bool:
@@ -124,9 +133,11 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("analysis.num_images", _integer(lambda v: v >= 2), "a whole number >= 2"),
     ("analysis.top_k", FROM_1, WHOLE_1),
     ("analysis.batch_size", FROM_1, WHOLE_1),
+    ("analysis.modules", _module_list, "auto or a list of module names, e.g. [layer1.0.conv1]"),
     ("report.after_sweep", _boolean, BOOLEAN),
     ("data.bad_images", *_one_of("skip", "error")),
     ("monitor_mode", *_one_of("min", "max")),
+    ("split", *_one_of(*SPLITS)),
     ("export.format", *_one_of(*EXPORT_FORMATS)),
     ("inference.precision", *_one_of(*INFERENCE_PRECISIONS)),
 )

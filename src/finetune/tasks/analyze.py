@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from finetune.checkpoint import LoadedModel
@@ -29,7 +29,7 @@ from finetune.data.datasets import ImageDataset
 from finetune.data.loaders import image_loader
 from finetune.data.samples import analysis_samples
 from finetune.data.transforms import eval_transform
-from finetune.errors import UserError, WeightsUnavailable
+from finetune.errors import WeightsUnavailable
 from finetune.evaluation_data import TRANSFORM_KEYS, evaluation_split
 from finetune.features import FeatureStatsModule, feature_extractor
 from finetune.inference import load_model, run_predict
@@ -46,13 +46,11 @@ log = logging.getLogger(__name__)
 
 
 def _module_names(value: Any) -> list[str] | None:
-    """The listed module names, or None for `auto` (the architecture's default)."""
+    """The listed module names (finetune.value_rules checked them), or None for `auto` (the
+    architecture's default)."""
     if value == "auto":
         return None
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list | ListConfig) or not all(isinstance(n, str) for n in names):
-        raise UserError(f"analysis.modules={value!r} must be auto or a list of module names")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys([value] if isinstance(value, str) else value))
 
 
 def _skip(skipped: list[dict[str, str]], what: str, name: str, reason: str) -> None:

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_folder()
-    if not cfg.predict.input:
-        raise UserError("input is not set: add predict.input=<image file or folder of images>")
     loaded = load_model(cfg)
     # absolute, not resolved: a link keeps its own name (and suffix) in predictions.csv
     given = Path(str(cfg.predict.input)).expanduser().absolute()
