@@ -258,6 +258,9 @@ def test_cifar_datamodule_trains_on_ten_classes(cifar_root, tmp_path):
     assert len(module.datasets["train"]) == 50
     images, labels = next(iter(module.train_dataloader()))
     assert images.shape == (4, 3, 32, 32) and labels.max() < 10
+    # test_batch is the test split: a test size of the config's would be ignored, so it is refused
+    with pytest.raises(UserError, match=r"data.split.test=100: CIFAR-10's test split is its own"):
+        datamodule(cifar_root, kind="cifar10", split=split | {"test": 100})
 
 
 def test_cifar_pickle_that_runs_code_is_refused(tmp_path):

@@ -123,6 +123,12 @@ class CifarKind:
         return read_class_names(root)
 
     def listing(self, root: Path, data_cfg: dict[str, Any], only: str | None) -> Listing:
+        test = data_cfg["split"]["test"]
+        if test and not data_cfg.get("manifest"):  # would be ignored in silence
+            raise UserError(
+                f"data.split.test={test}: CIFAR-10's test split is its own test_batch, so "
+                "data.split.test must stay 0 (data.split.val is taken from the training batches)"
+            )
         items, labels, images = read_batches(root, [*TRAIN_BATCHES, TEST_BATCH])
         reader = CifarReader(root, images)
         if data_cfg.get("manifest"):
