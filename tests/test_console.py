@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.tasks import QUIET_LOG_LINES, QUIET_WARNINGS, quiet_console
+from finetune.console import QUIET_LOG_LINES, QUIET_WARNINGS, quiet_console
 
 from conftest import TINY, cli_env, run_cli
 

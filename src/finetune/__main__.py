@@ -18,10 +18,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune.api import check_before_running, config_dir
+from finetune.console import FILE_ONLY, quiet_console
 from finetune.errors import UserError
 from finetune.io import user_path
 from finetune.sweep import summarize_interrupted_sweep
-from finetune.tasks import FILE_ONLY, quiet_console, run_task
+from finetune.tasks import run_task
 
 log = logging.getLogger("finetune")
 
