@@ -251,6 +251,8 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["=3"], ["bad override '=3'", "key=value"]),
         (["foo"], ["bad override 'foo'", "key=value"]),
         (["optimizer.lr=0.1,0.01"], ["optimizer.lr=0.1,0.01", "--multirun"]),
+        (["data.root=/d/a,b"], ["a comma makes a list or a sweep", """'data.root="/d/a,b"'"""]),
+        (["data.root=/d/k=v"], ["quote the value", """'data.root="/d/k=v"'"""]),
         (["+trainer.max_epochs=3"], ["trainer.max_epochs", "++trainer.max_epochs=3"]),
         (["~trainer.no_such_flag"], ["trainer.no_such_flag"]),
         (["hydra/launcher=nope"], ["hydra/launcher/nope", "basic"]),

@@ -8,6 +8,7 @@ torch is.
 """
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,13 @@ def explain(
     """Hydra's report of a failed composition, in one line."""
     text = str(error).split("Config search path:")[0]
     parts = [part.strip() for part in text.splitlines() if part.strip()]
+    ambiguous = re.match(r"Ambiguous value for argument '(.*?)=(.*)'", text)
+    if ambiguous:  # a comma in a value: a list, a sweep, or text
+        key, value = ambiguous.groups()
+        return (
+            f"{key}={value}: a comma makes a list or a sweep; for text, quote the value, as in "
+            f"'{key}=\"{value}\"' (a list: {key}=[...]; a sweep: add --multirun)"
+        )
     if isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):
         key = getattr(error.__cause__, "full_key", "") or ""  # optimiser for optimiser.lr
         faulty = [o for o in overrides if f"{o.key_or_group}.".startswith(f"{key}.")]

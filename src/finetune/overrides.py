@@ -51,8 +51,9 @@ def parse_override(line: str) -> Override:
             raise
         reason = error.message.splitlines()
         reason = reason[1] if reason[0].startswith("Error parsing override") else reason[0]
-        quoted = _quoted(line) if reason.startswith("LexerNoViableAltException") else None
-        if quoted:  # characters Hydra reads only inside quotes (accents, spaces, ...)
+        lexer = reason.startswith("LexerNoViableAltException")
+        quoted = _quoted(line) if lexer or "=" in line.partition("=")[2] else None
+        if quoted:  # characters Hydra reads only inside quotes (accents, spaces, '=', ...)
             raise UserError(
                 f"bad override {line!r}: {reason}: quote the value, as in '{quoted}' (the outer "
                 "single quotes are for the shell)"
