@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -32,12 +33,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _log_file() -> str:
-    """The run's log file (Hydra's job logging writes it; finetune.log by default)."""
+def _log_file() -> str | None:
+    """The run's log file (Hydra's job logging writes it; finetune.log by default), or None
+    where there is none (hydra/job_logging=disabled)."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             return user_path(Path(handler.baseFilename))
-    return user_path(Path(HydraConfig.get().runtime.output_dir))
+    return None
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -68,12 +70,15 @@ def _run(cfg: DictConfig) -> float | None:
         # A bug in one run of a sweep: like a user error, the other runs go on and the summary
         # lists it as failed (Hydra's sweepers would re-raise it after the last run, before the
         # summary); its traceback goes to the run's log file.
-        log.error("crashed:", exc_info=True, extra=FILE_ONLY)
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
         number = HydraConfig.get().job.num
-        print(
-            f"error: run {number} crashed: {reason} (traceback in {_log_file()})", file=sys.stderr
-        )
+        log_file = _log_file()
+        if log_file is None:  # no log file to keep the traceback: it goes to the console
+            traceback.print_exc()
+        else:
+            log.error("crashed:", exc_info=True, extra=FILE_ONLY)
+        where = f"traceback in {log_file}" if log_file else "traceback above"
+        print(f"error: run {number} crashed: {reason} ({where})", file=sys.stderr)
         return None
     return float(results["monitor"]["value"]) if cfg.mode == "train" else None
 
