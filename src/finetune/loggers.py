@@ -2,9 +2,10 @@
 config group (`logger=tensorboard`, `logger=[tensorboard,csv,mlflow]`), built by Hydra's
 `instantiate` from its `_target_` and keys. Lightning sends every logger the same metrics.
 
-The run folder is made by Hydra when the run starts, so a config cannot name it: the one
-argument of each logger that places it in the run (TensorBoard's and CSV's save_dir, MLflow's
-run name) is null in the config and filled in here.
+The one argument of each logger that places it in the run (TensorBoard's and CSV's save_dir,
+MLflow's run name) is null in the config and filled in here with the run folder, so that the
+logger configs hold for any run folder, also where no Hydra job runs (training_loggers takes
+the folder); a value set in the config (e.g. save_dir=${hydra:runtime.output_dir}/tb) is kept.
 """
 
 import importlib.util
