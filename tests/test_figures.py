@@ -128,3 +128,51 @@ def test_ranked_rows_that_share_images_say_so():
         )
         title = figure._suptitle.get_text()
         assert (shared in title) if shared else ("both rows" not in title), title
+
+
+def awkward_split() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels and softmax-like scores of 5 classes: scores rounded to 0.1 (many ties), "rare"
+    with a single image, "fish" (the last class) absent and never predicted (score 0)."""
+    rng = np.random.default_rng(3)
+    labels = rng.choice([0, 1, 2], size=40)
+    labels[7] = 3
+    scores = np.round(rng.dirichlet(np.ones(5), size=40), 1)
+    scores[:, 4] = 0.0
+    scores /= scores.sum(axis=1, keepdims=True)
+    return labels, scores.astype(np.float32), ["cat", "dog", "bird", "rare", "fish"]
+
+
+def test_pr_curves_draw_the_points_of_scikit_learn():
+    """Each drawn curve is scikit-learn's precision_recall_curve (the oracle): one point per
+    distinct score, ties included, then (recall 0, precision 1); an absent class draws none."""
+    from sklearn.metrics import precision_recall_curve
+
+    from finetune.reports.eval_figures import pr_curves_figure
+
+    labels, scores, names = awkward_split()
+    only_cat = (np.zeros(4, dtype=int), scores[:4], names)  # torchmetrics' multiclass slip
+    for labels, scores, names in (awkward_split(), only_cat):
+        figure = pr_curves_figure(labels, scores, names, [0.5] * len(names))
+        present = [c for c in range(len(names)) if (labels == c).any()]
+        lines = figure.axes[0].get_lines()
+        assert [line.get_label().split()[0] for line in lines] == [names[c] for c in present]
+        for c, line in zip(present, lines, strict=True):
+            precision, recall, _ = precision_recall_curve(labels == c, scores[:, c])
+            np.testing.assert_allclose(np.asarray(line.get_xdata()), recall, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(line.get_ydata()), precision, atol=1e-6)
+
+
+def test_confusion_matrix_counts_equal_scikit_learn():
+    """Rows true class, columns predicted class, in class order; a class absent or never
+    predicted keeps its zero row or column; the figure shows the same counts."""
+    from sklearn.metrics import confusion_matrix
+
+    from finetune.reports.eval_figures import confusion_figure
+
+    labels, scores, names = awkward_split()
+    predictions = scores.argmax(axis=1)
+    figure, matrix = confusion_figure(labels, predictions, names)
+    expected = confusion_matrix(labels, predictions, labels=range(len(names)))
+    assert matrix.tolist() == expected.tolist()
+    assert matrix[:, 4].sum() == matrix[4].sum() == 0 and matrix[3].sum() == 1
+    np.testing.assert_array_equal(figure.axes[0].images[0].get_array(), expected)

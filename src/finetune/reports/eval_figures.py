@@ -13,8 +13,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_curve
+from sklearn.metrics import ConfusionMatrixDisplay
 from torch.utils.data import Dataset
+from torchmetrics.functional.classification import (
+    binary_precision_recall_curve,
+    multiclass_confusion_matrix,
+)
 from torchvision.utils import make_grid
 
 from finetune.data.transforms import denormalize
@@ -98,8 +102,13 @@ def ranked_images_figure(
 def confusion_figure(
     labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]
 ) -> tuple[Figure, np.ndarray]:
-    """The confusion matrix (rows: true class, columns: predicted class) and its figure."""
-    matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
+    """The confusion matrix (rows: true class, columns: predicted class) and its figure.
+
+    Counted by torchmetrics, like every other number of the evaluation; scikit-learn only draws.
+    """
+    matrix = multiclass_confusion_matrix(
+        torch.as_tensor(predictions), torch.as_tensor(labels), len(class_names)
+    ).numpy()
     side = 2.5 + 0.6 * len(class_names)
     figure = Figure(figsize=(side, side), layout="constrained")
     ax = figure.subplots()
@@ -113,14 +122,21 @@ def confusion_figure(
 def pr_curves_figure(
     labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], ap: Sequence[float]
 ) -> Figure:
-    """One-vs-rest precision-recall curve of every class present in the split."""
+    """One-vs-rest precision-recall curve of every class present in the split.
+
+    The points are torchmetrics', like the AP in the legend: one per distinct score, then
+    (recall 0, precision 1). Each class is its own binary curve: torchmetrics' multiclass curve
+    sets every recall to 1 when all images of the split are of class 0 (torchmetrics 1.9).
+    """
     figure = Figure(figsize=(7.5, 5), layout="constrained")
     ax = figure.subplots()
     for c, name in enumerate(class_names):
         positive = labels == c
         if not positive.any():
             continue
-        precision, recall, _ = precision_recall_curve(positive, scores[:, c])
+        precision, recall, _ = binary_precision_recall_curve(
+            torch.as_tensor(scores[:, c]), torch.as_tensor(positive).long()
+        )
         ax.step(recall, precision, where="post", label=f"{name} (AP {ap[c]:.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.03))
     ax.set_title("precision-recall, one class vs the rest")
