@@ -359,6 +359,53 @@ def test_swept_values_read_with_four_significant_digits(report_sweep, tmp_path):
     assert f"this sweep chose {shown[winner][0]}," in report
 
 
+def test_runs_on_different_splits_have_no_winner_and_the_comparison_names_what_varied(
+    report_sweep, tmp_path
+):
+    """The sweep's runs validated on one split have a winner. Made a sweep over `seed` (which
+    data.split.seed follows: run 1's val rows changed), the report names no winner and says
+    why, and the comparison is headed with what varied, not "Learning-rate comparison"."""
+    assert (
+        "every run that finished was validated on the same images"
+        in (report_sweep[0] / "report.md").read_text()
+    )
+    sweep = tmp_path / "sweep"
+    shutil.copytree(report_sweep[0], sweep)
+    for job in ("0", "1"):
+        overrides = sweep / job / ".hydra/overrides.yaml"
+        overrides.write_text(overrides.read_text() + f"- seed={job}\n")
+        config = OmegaConf.load(sweep / job / ".hydra/config.yaml")
+        config.seed = int(job)
+        OmegaConf.save(config, sweep / job / ".hydra/config.yaml")
+    with (sweep / "1/split.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    val = next(row for row in rows if row[2] == "val")
+    train = next(row for row in rows if row[2] == "train" and row[1] == val[1])
+    val[2], train[2] = "train", "val"
+    with (sweep / "1/split.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    (sweep / "report.md").unlink()  # a report is written when there is none
+    (sweep / "report.html").unlink()
+    run(["mode=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'run'}"])
+
+    report = (sweep / "report.md").read_text()
+    best = table(report, "| rank 1 (no fair winner) |")[0][0].split(" (")[0]
+    headings = re.findall(r"^## (.+)$", report, flags=re.MULTILINE)
+    assert headings == [
+        SECTIONS[0],
+        "Comparison of the runs (optimizer.lr, seed)",
+        *SECTIONS[2:5],
+        f"Training curves of {best} (rank 1)",
+        *SECTIONS[6:],
+    ]
+    assert "the runs were validated on different images (run 0 | run 1: the val rows" in report
+    assert "data.split.seed differs (${seed} = 0, ${seed} = 1)" in report
+    assert f"No winner: rank 1 is {best}" in report
+    assert "Winner:" not in report and "the winner" not in report.lower()
+    assert "the other runs were validated on other images" in report
+    assert "same images" not in report
+
+
 def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     failed = tmp_path / "failed"
     for job in ("0", "1"):

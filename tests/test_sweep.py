@@ -179,6 +179,67 @@ def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_lin
     assert (tmp_path / "sweep_summary.md").is_file() and not (tmp_path / "report").exists()
 
 
+def seed_job(root: Path, name: str, value: float, seed: int, val: list[str], split_seed: str):
+    """A finished training of `-m seed=...` as it leaves its folder: its config as Hydra saved it
+    (data.split.seed = split_seed, `${seed}` by default) and split.csv, `val` its val images."""
+    folder = job(root, name, value, model=f"model {name}".encode())
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- data.root=/data/scenes\n- seed={seed}\n")
+    split = {"test": 2, "val": 2, "seed": split_seed}
+    config = {"mode": "train", "seed": seed, "data": {"root": "/data/scenes", "split": split}}
+    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+    images = [f"sea/{k}.jpg" for k in range(6)]
+    rows = [[image, "sea", "val" if image in val else "train"] for image in images]
+    with (folder / "split.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "split"], *rows])
+    return folder
+
+
+def test_runs_validated_on_different_images_are_listed_without_a_winner(
+    tmp_path, caplog, monkeypatch
+):
+    """`-m seed=1,2 data.split.seed=7`: one split (split.csv compared, not the seeds), a winner.
+    `-m seed=1,2,3`: data.split.seed follows seed, so the runs' val rows differ (run 2's are run
+    0's in another order): the values are listed, but no winner is named or copied, and the
+    summary says which runs differ and why. The report is still built (it says the same)."""
+    import finetune.tasks.report
+
+    fixed, follows = tmp_path / "fixed", tmp_path / "follows"
+    for name, value, seed in (("0", 0.3303, 1), ("1", 0.5466, 2)):
+        seed_job(fixed, name, value, seed, ["sea/4.jpg", "sea/5.jpg"], "7")
+    summarize(fixed)
+    assert "Winner: run 1 (data.root=/data/scenes seed=2), val/map" in read_summary(fixed)[1]
+    assert (fixed / "best_model.pt").read_bytes() == b"model 1"
+
+    reports = []
+    monkeypatch.setattr(finetune.tasks.report, "report_after_sweep", reports.append)
+    seed_job(follows, "0", 0.3303, 1, ["sea/0.jpg", "sea/1.jpg"], "${seed}")
+    seed_job(follows, "1", 0.5466, 2, ["sea/2.jpg", "sea/3.jpg"], "${seed}")
+    folder = seed_job(follows, "2", 0.25, 3, ["sea/0.jpg", "sea/1.jpg"], "${seed}")
+    rows = (folder / "split.csv").read_text().splitlines()
+    (folder / "split.csv").write_text("\n".join([rows[0], *reversed(rows[1:])]) + "\n")
+    config = {"hydra": {"sweep": {"dir": str(follows)}}, "report": {"after_sweep": True}}
+    with caplog.at_level("INFO"):
+        SweepSummary().on_multirun_end(OmegaConf.create(config))  # no SystemExit: a result
+    rows, summary = read_summary(follows)
+    assert [(row["run"], row["rank"], row["value"]) for row in rows] == [
+        ("1", "1", "0.5466"),
+        ("0", "2", "0.3303"),
+        ("2", "3", "0.25"),
+    ]
+    assert "| 1 | 1 | ok | seed=2 | val/map | 0.5466 |" in summary
+    verdict = (
+        "No winner: run 1 (data.root=/data/scenes seed=2) has the best val/map, 0.5466, but the "
+        "values are not a fair comparison: the runs were validated on different images (runs 0, "
+        "2 | run 1: the val rows of their split.csv differ), as data.split.seed differs "
+        "(${seed} = 1, ${seed} = 2, ${seed} = 3): fix data.split.seed=<n> or give "
+        "data.manifest=<one run's split.csv> to compare them on one split. Nothing was copied."
+    )
+    assert verdict in summary and "Winner" not in summary
+    assert verdict in caplog.text
+    assert not (follows / "best_model.pt").exists()
+    assert len(reports) == 1
+
+
 def fake_train(crash: dict[float, BaseException]):
     """A stand-in for mode=train, fast: it writes what a finished run leaves (metrics.json and
     best_model.pt, its monitored value = its learning rate), or raises crash[lr]."""
@@ -233,6 +294,23 @@ def test_a_crashing_run_is_a_failed_run_and_the_sweep_still_ends_with_its_summar
     ]
     assert (tmp_path / "sweep" / "best_model.pt").read_bytes() == b"model 0.3"
     assert "Failed (no metrics.json; see their finetune.log): 1." in report
+
+
+def test_a_crash_without_a_log_file_prints_its_traceback(tmp_path, monkeypatch, capsys, scene_root):
+    """hydra/job_logging=disabled writes no finetune.log: the crash's traceback goes to the
+    console, and its line says so instead of naming a file that is not there."""
+    import finetune.tasks
+
+    crash = {0.2: RuntimeError("tensor sizes do not match")}
+    monkeypatch.setattr(finetune.tasks, "_task", lambda mode: fake_train(crash))
+    overrides = [f"data.root={scene_root}", "optimizer.lr=0.3,0.2", "hydra.sweep.dir=sweep"]
+    result = run_main("-m", *overrides, "hydra/job_logging=disabled", cwd=tmp_path, capsys=capsys)
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "sweep" / "1" / "finetune.log").exists()
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "error: run 1 crashed: RuntimeError: tensor sizes do not match (traceback above)" in (
+        result.stderr
+    )
 
 
 def test_ctrl_c_in_a_sweep_summarizes_the_runs_that_had_started_and_exits_130(

@@ -1,8 +1,10 @@
 """Hydra callback: when a sweep (-m) ends, rank its runs, list the failed ones, copy the
 winner's best_model.pt to the sweep root, and build the sweep's report when the config says so
-(`report.after_sweep`, set by experiment=report). After Ctrl-C, which Hydra ends without that
-callback, the entry point calls summarize_interrupted_sweep. `sweep_runs` is the one ranking of a
-sweep folder: mode=report uses it too."""
+(`report.after_sweep`, set by experiment=report). Runs validated on different images (a sweep
+over `seed`, which data.split.seed follows) are ranked but have no winner: their values are not
+comparable. After Ctrl-C, which Hydra ends without that callback, the entry point calls
+summarize_interrupted_sweep. `sweep_runs` is the one ranking of a sweep folder: mode=report uses
+it too."""
 
 import json
 import logging
@@ -17,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import atomic_write, write_csv, write_text
+from finetune.sweep_splits import validation_difference
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ FINISHED = {
 COLUMNS = ["rank", "run", "status", "overrides", "monitor", "value", "val_acc_mean", "test_map"]
 
 
-def _job_order(folder: Path) -> tuple[bool, int, str]:
+def job_order(folder: Path) -> tuple[bool, int, str]:
     """Job folders in launch order: 0, 1, ..., 10 (not 0, 1, 10, 2)."""
     return (
         not folder.name.isdigit(),
@@ -52,9 +55,14 @@ def _overrides(job: Path) -> str:
     return " ".join(line.removeprefix("- ").strip() for line in lines if line.strip())
 
 
-def _mode(job: Path) -> str:
+def job_config(job: Path) -> DictConfig:
+    """The run's composed config, as Hydra saved it (empty when there is none)."""
     config = job / ".hydra" / "config.yaml"
-    return str(OmegaConf.load(config).get("mode", "train")) if config.is_file() else "train"
+    return OmegaConf.load(config) if config.is_file() else OmegaConf.create()
+
+
+def _mode(job: Path) -> str:
+    return str(job_config(job).get("mode", "train"))
 
 
 def _read_run(job: Path) -> dict[str, Any]:
@@ -98,12 +106,19 @@ def rank_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def job_folders(root: Path) -> list[Path]:
     """The sweep's job folders (those holding a .hydra/), in launch order."""
-    return sorted((p.parent for p in Path(root).glob("*/.hydra") if p.is_dir()), key=_job_order)
+    return sorted((p.parent for p in Path(root).glob("*/.hydra") if p.is_dir()), key=job_order)
 
 
 def sweep_runs(root: Path) -> list[dict[str, Any]]:
     """Every job of the sweep in `root`, ranked (see rank_runs)."""
     return rank_runs([_read_run(job) for job in job_folders(root)])
+
+
+def split_difference(root: Path, runs: list[dict[str, Any]]) -> str:
+    """Why the ranked runs of the sweep in `root` cannot be compared ("" when they can):
+    finetune.sweep_splits, over their job folders in launch order."""
+    ranked = sorted((root / run["run"] for run in runs if run["status"] == OK), key=job_order)
+    return validation_difference(ranked)
 
 
 def _cell(value: Any) -> str:
@@ -137,25 +152,31 @@ def _shared_and_swept(overrides: list[str]) -> tuple[str, list[str]]:
     return shared, [" ".join(item for item in items if item not in common) for items in lists]
 
 
-def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dict[str, Any] | None:
+def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> None:
     """sweep_summary.csv / .md of the ranked `runs` at `root`, and the winner's best_model.pt
-    copied there; `note` ends the .md. Returns the winner (None when no run finished)."""
+    copied there: rank 1, when every ranked run was validated on the same images. `note` ends
+    the .md."""
     rows = [[run[column] for column in COLUMNS] for run in runs]
     _write_kept(write_csv, root / "sweep_summary.csv", COLUMNS, rows)
     failed = [run["run"] for run in runs if run["status"] == FAILED]
-    winner = runs[0] if runs[0]["status"] == OK else None
-    if winner:
-        title = f"{len(runs)} runs, ranked by {winner['monitor']}, {winner['mode']}"
-        copied = _copy_winner(root / winner["run"] / "best_model.pt", root / "best_model.pt")
+    best = runs[0] if runs[0]["status"] == OK else None
+    difference = split_difference(root, runs) if best else ""
+    title = f"{len(runs)} runs" + (f", ranked by {best['monitor']}, {best['mode']}" if best else "")
+    if best and difference:
         verdict = (
-            f"Winner: run {winner['run']} ({winner['overrides']}), "
-            f"{winner['monitor']} = {winner['value']:.4f}; {copied}"
+            f"No winner: run {best['run']} ({best['overrides']}) has the best {best['monitor']}, "
+            f"{best['value']:.4f}, but the values are not a fair comparison: {difference}. "
+            "Nothing was copied."
+        )
+    elif best:
+        copied = _copy_winner(root / best["run"] / "best_model.pt", root / "best_model.pt")
+        verdict = (
+            f"Winner: run {best['run']} ({best['overrides']}), "
+            f"{best['monitor']} = {best['value']:.4f}; {copied}"
         )
     elif all(run["status"] == DONE for run in runs):
-        title = f"{len(runs)} runs"
         verdict = "Nothing to rank: only training runs have a monitored value."
     else:
-        title = f"{len(runs)} runs"
         verdict = "No winner: no run finished with a monitored value; nothing was copied."
     shared, swept = _shared_and_swept([run["overrides"] for run in runs])
     shown = [row[:3] + [what] + row[4:] for row, what in zip(rows, swept, strict=True)]
@@ -167,8 +188,7 @@ def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> dic
     if failed:
         lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
     _write_kept(write_text, root / "sweep_summary.md", "\n".join([*lines, note]).strip() + "\n")
-    log.info("sweep %s: %s", root, verdict)
-    return winner
+    (log.warning if difference else log.info)("sweep %s: %s", root, verdict)
 
 
 class SweepSummary(Callback):
@@ -187,10 +207,11 @@ class SweepSummary(Callback):
         if not runs:
             log.warning("sweep %s: no job folder found, nothing to rank", root)
             return
-        winner = write_summary(root, runs)
+        write_summary(root, runs)
         failed = [run["run"] for run in runs if run["status"] == FAILED]
         problem = ""
-        if winner and OmegaConf.select(config, "report.after_sweep", default=False):
+        ranked = runs[0]["status"] == OK
+        if ranked and OmegaConf.select(config, "report.after_sweep", default=False):
             from finetune.tasks.report import report_after_sweep  # torch: only when asked
 
             try:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from finetune.io import TEXT
 from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
-from finetune.sweep import OK, sweep_runs
+from finetune.sweep import OK, split_difference, sweep_runs
 
 SPLITS = ("train", "val", "test")
 STEP_RECORD = "report_step.json"  # written into a step's run folder once the step has finished
@@ -26,7 +26,9 @@ SIGNIFICANT = 4  # digits of a swept fraction a person reads; the runs' files ke
 class ReportInputs:
     sweep: Path
     runs: list[dict[str, Any]]  # ranked as the sweep summary ranks them, with their settings
-    winner: dict[str, Any]
+    swept: list[str]  # the override keys whose values differ between the runs
+    split_difference: str  # why the runs' values are not comparable ("" when they are)
+    winner: dict[str, Any]  # rank 1 (not a winner when split_difference says why)
     data_root: str
     split_counts: dict[str, Counter]  # class -> {split: images}
     folders: dict[str, Path]  # step -> its run folder
@@ -82,6 +84,11 @@ def _swept(runs: list[dict[str, Any]]) -> list[str]:
             key, _, value = item.partition("=")
             values.setdefault(key, set()).add(value)
     return [key for key, seen in values.items() if len(seen) > 1]
+
+
+def best_name(inputs: "ReportInputs") -> str:
+    """What the report calls rank 1: the winner only when the runs' values are comparable."""
+    return f"run {inputs.winner['run']} (rank 1)" if inputs.split_difference else "the winner"
 
 
 def significant(value: float) -> str:
@@ -168,6 +175,8 @@ def read_inputs(
     return ReportInputs(
         sweep=sweep,
         runs=runs,
+        swept=_swept(runs),
+        split_difference=split_difference(sweep, runs),
         winner=winner,
         data_root=evaluation.get("data", {}).get("root", ""),  # resolved, as evaluated
         split_counts=_split_counts(job / "split.csv"),

@@ -28,6 +28,8 @@ def _measures(inputs: ReportInputs, original: dict[str, Any]) -> tuple[list[list
               f"{chosen}, rank 1 by {winner['monitor']} among {lrs}.")  # fmt: skip
     else:
         lr = f"Learning rate: {chosen} here against {_lr(original['lr'])} in the original."
+    if inputs.split_difference:
+        lr += " Not a fair choice: the sweep's runs were validated on different images."
     sentences = [
         lr,
         f"Mean class-wise test accuracy: {evaluation['acc_mean']:.4f} here against "

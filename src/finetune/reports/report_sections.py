@@ -1,8 +1,10 @@
-"""The sections of the sweep report, in the original report's order: data and split, the
-learning-rate comparison, class-wise test accuracy and AP, reproduction, top/bottom images,
-training curves, feature statistics, against the original report; then time and hardware."""
+"""The document of the sweep report, its sections in the original report's order: data and
+split, the comparison of the runs (the original's learning-rate comparison), class-wise test
+accuracy and AP, reproduction, top/bottom images and training curves (report_winner), feature
+statistics (report_features), against the original report (report_original); then time and
+hardware. Runs validated on different images have no winner: the report calls rank 1 by its
+rank and says why."""
 
-from pathlib import Path
 from typing import Any
 
 from finetune.reports.report_document import (
@@ -18,6 +20,12 @@ from finetune.reports.report_document import (
 from finetune.reports.report_features import features_section
 from finetune.reports.report_inputs import SPLITS, ReportInputs, significant
 from finetune.reports.report_original import original_section
+from finetune.reports.report_winner import (
+    curves_section,
+    ranked_section,
+    reproduction_section,
+    test_section,
+)
 
 STEP_TITLES = {
     "eval": "evaluation (test split)",
@@ -59,16 +67,26 @@ def summary(inputs: ReportInputs) -> list[Block]:
     winner, evaluation = inputs.winner, inputs.evaluation
     steps = [record["wall_s"] for record in inputs.steps.values() if record]
     training = [run["wall_time_s"] for run in inputs.runs if run["wall_time_s"] is not None]
+    verdict = f". Winner: run {winner['run']}"
+    if inputs.split_difference:
+        verdict = (
+            f", but the values are not a fair comparison: {inputs.split_difference}. No winner: "
+            f"rank 1 is run {winner['run']}"
+        )
     return [
         Paragraph(
             f"Sweep `{inputs.sweep}`: {len(inputs.runs)} runs on `{inputs.data_root}`, ranked by "
-            f"{winner['monitor']} ({winner['mode']}). Winner: run {winner['run']} "
-            f"(`{winner['label']}`), its `best_model.pt` evaluated on the test split, evaluated "
-            "again to check that the scores reproduce, and its feature maps analysed."
+            f"{winner['monitor']} ({winner['mode']}){verdict} (`{winner['label']}`), its "
+            "`best_model.pt` evaluated on the test split, evaluated again to check that the "
+            "scores reproduce, and its feature maps analysed."
         ),
         KeyFigures(
             [
-                KeyFigure("winner", f"run {winner['run']}", _short(winner["setting"])),
+                KeyFigure(
+                    "rank 1 (no fair winner)" if inputs.split_difference else "winner",
+                    f"run {winner['run']}",
+                    _short(winner["setting"]),
+                ),
                 KeyFigure(winner["monitor"].replace("map", "mAP"), _fmt(winner["value"])),
                 KeyFigure("test mean class-wise acc.", _fmt(evaluation.get("acc_mean"))),
                 KeyFigure("test mAP", _fmt(evaluation.get("map"))),
@@ -85,18 +103,35 @@ def data_section(inputs: ReportInputs) -> list[Block]:
         [name, *(counts[name][s] for s in SPLITS), sum(counts[name].values())] for name in counts
     ]
     rows.append(["all", *(sum(row[i] for row in rows) for i in range(1, 5))])
+    run = inputs.winner["run"]
+    if inputs.split_difference:
+        split = (
+            f"the split of run {run}, rank 1 (`{run}/split.csv`; the other runs were validated "
+            "on other images, see above)"
+        )
+    else:
+        split = (
+            f"the winner's split (`{run}/split.csv`; every run that finished was validated on "
+            "the same images)"
+        )
     return [
         Heading("Data and split"),
         Paragraph(
-            f"`{inputs.data_root}`, {len(counts)} classes; the winner's split "
-            f"(`{inputs.winner['run']}/split.csv`, the same for every run of the sweep with one "
-            "seed): images per class and split."
+            f"`{inputs.data_root}`, {len(counts)} classes; {split}: images per class and split."
         ),
         Table(["class", *SPLITS, "total"], rows),
     ]
 
 
-def lr_section(inputs: ReportInputs) -> list[Block]:
+def _comparison_heading(swept: list[str]) -> str:
+    """The original report's heading when the sweep varied the learning rate only; else what it
+    varied."""
+    if swept == ["optimizer.lr"]:
+        return "Learning-rate comparison"
+    return f"Comparison of the runs ({', '.join(swept)})" if swept else "Comparison of the runs"
+
+
+def comparison_section(inputs: ReportInputs) -> list[Block]:
     rows = [
         [run["rank"], run["run"], run["label"], _lr(run["lr"]), run["status"],
          run["val_acc_mean"] if run["status"] != "failed" else "",
@@ -106,11 +141,13 @@ def lr_section(inputs: ReportInputs) -> list[Block]:
          _seconds(run["wall_time_s"])]
         for run in inputs.runs
     ]  # fmt: skip
+    unfair = " They are not comparable: the runs were validated on different images (see above)."
     blocks: list[Block] = [
-        Heading("Learning-rate comparison"),
+        Heading(_comparison_heading(inputs.swept)),
         Paragraph(
             f"Every run of the sweep, best first by {inputs.winner['monitor']}; the values are "
             "those of each run's best epoch (counted from 0), the one it kept."
+            + (unfair if inputs.split_difference else "")
         ),
         Table(["rank", "run", "setting", "lr", "status", "val acc_mean", "val mAP",
                "best epoch", "epochs", "training time"], rows),
@@ -123,86 +160,6 @@ def lr_section(inputs: ReportInputs) -> list[Block]:
             2, Paragraph(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
         )
     return blocks
-
-
-def _eval_figure(inputs: ReportInputs, name: str) -> Path | None:
-    path = inputs.folders["eval"] / "figures" / f"{name}.png"
-    return path if path.is_file() else None
-
-
-def test_section(inputs: ReportInputs) -> list[Block]:
-    evaluation = inputs.evaluation
-    names = evaluation["class_names"]
-    per_class = evaluation.get("images_per_class", {})
-    rows = [
-        [n, per_class.get(n, ""), evaluation["acc_class"][n], evaluation["ap_class"][n]]
-        for n in names
-    ]
-    rows.append(["mean", evaluation["n"], evaluation["acc_mean"], evaluation["map"]])
-    blocks: list[Block] = [
-        Heading("Class-wise test accuracy and AP"),
-        Paragraph(
-            f"The winner on the test split ({evaluation['n']} images, `report/eval`): accuracy "
-            "of a class = correct / images of that class (recall); AP = one-vs-rest average "
-            f"precision from the softmax scores. Overall accuracy {_fmt(evaluation['acc'])}."
-        ),
-        Table(["class", "images", "accuracy", "AP"], rows),
-    ]
-    captions = {"confusion_matrix": "confusion matrix (rows: true class)",
-                "pr_curves": "precision-recall curve of each class"}  # fmt: skip
-    for name, caption in captions.items():
-        if path := _eval_figure(inputs, name):
-            blocks.append(Figure(path, caption))
-    return blocks
-
-
-def reproduction_section(inputs: ReportInputs) -> list[Block]:
-    r = inputs.reproduction
-    verdict = "the scores reproduce" if r["passed"] else "the scores do NOT reproduce"
-    return [
-        Heading("Reproduction"),
-        Paragraph(
-            f"The same checkpoint evaluated a second time (`report/reproduce`) and compared with "
-            f"the first evaluation's `softmax_scores.pt`: {verdict} (tolerance {r['tolerance']:g})."
-        ),
-        Table(
-            ["max abs difference", "rows that differ", "rows", "tolerance", "result"],
-            [
-                [
-                    r["max_abs_diff"],
-                    r["rows_differ"],
-                    r["rows"],
-                    r["tolerance"],
-                    "passed" if r["passed"] else "failed",
-                ]
-            ],
-            digits=8,
-        ),  # fmt: skip
-    ]
-
-
-def ranked_section(inputs: ReportInputs) -> list[Block]:
-    paths = sorted((inputs.folders["eval"] / "figures").glob("ranked_*.png"))
-    return [
-        Heading("Top-10 and bottom-10 images of every class"),
-        Paragraph(
-            "For each class the test images with the highest and the lowest softmax score of "
-            "that class; above each image its score and true label (green: of the class)."
-        ),
-        *(Figure(path, path.stem.split("_", 2)[-1]) for path in paths),
-    ]
-
-
-def curves_section(inputs: ReportInputs) -> list[Block]:
-    return [
-        Heading("Training curves of the winner"),
-        Paragraph(
-            "`train` is measured on augmented crops while the weights change; `train_eval` is a "
-            "fixed subset of the training images evaluated like `val`: the gap between "
-            "`train_eval` and `val` is the generalisation gap."
-        ),
-        Figure(inputs.figures["winner_curves"], f"run {inputs.winner['run']}, every split"),
-    ]
 
 
 def cost_section(inputs: ReportInputs) -> list[Block]:
@@ -228,7 +185,7 @@ def cost_section(inputs: ReportInputs) -> list[Block]:
 
 
 def build_document(inputs: ReportInputs) -> Document:
-    sections = [summary, data_section, lr_section, test_section, reproduction_section,
+    sections = [summary, data_section, comparison_section, test_section, reproduction_section,
                 ranked_section, curves_section, features_section, original_section,
                 cost_section]  # fmt: skip
     blocks = [block for section in sections for block in section(inputs)]
