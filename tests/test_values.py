@@ -26,6 +26,16 @@ QUICK = [
 ]
 
 
+def refused_before_any_work(tmp_path, scene_root, overrides: list[str], words: list[str]) -> None:
+    """assert_run_refuses with the tiny data, naming `words`; no run folder was made."""
+    run_dir = tmp_path / "run"
+    refused = assert_run_refuses(
+        f"data.root={scene_root}", *QUICK, *overrides, f"hydra.run.dir={run_dir}"
+    )
+    refused(*words)
+    assert not run_dir.exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
@@ -83,11 +93,7 @@ QUICK = [
 def test_bad_values_are_one_line_before_any_work(tmp_path, scene_root, overrides, words):
     """One UserError line naming the value and what to type, before Hydra makes the run folder
     (nothing is written, no image is read)."""
-    run_dir = tmp_path / "run"
-    assert_run_refuses(f"data.root={scene_root}", *QUICK, *overrides, f"hydra.run.dir={run_dir}")(
-        *words
-    )
-    assert not run_dir.exists()
+    refused_before_any_work(tmp_path, scene_root, overrides, words)
 
 
 @pytest.mark.parametrize(
@@ -262,12 +268,7 @@ def test_an_interpolation_that_cannot_resolve_is_one_line(
 ):
     """Any key (eval.reference: one no rule reads), named with its value as written and why."""
     monkeypatch.delenv("MYDATA", raising=False)
-    run_dir = tmp_path / "run"
-    refused = assert_run_refuses(
-        f"data.root={scene_root}", *QUICK, override, f"hydra.run.dir={run_dir}"
-    )
-    refused(*words)
-    assert not run_dir.exists()
+    refused_before_any_work(tmp_path, scene_root, [override], words)
 
 
 def test_the_runs_own_check_resolves_every_key_but_what_hydra_sets_later(tmp_path, monkeypatch):
@@ -339,12 +340,7 @@ def test_a_number_given_as_text_says_how_to_give_a_number(
     """${oc.env:...} always gives text: the line says so and how to decode it."""
     for name in ("SPLITSEED", "COMPILE", "RESIZE"):
         monkeypatch.delenv(name, raising=False)
-    run_dir = tmp_path / "run"
-    refused = assert_run_refuses(
-        f"data.root={scene_root}", *QUICK, override, f"hydra.run.dir={run_dir}"
-    )
-    refused(*words)
-    assert not run_dir.exists()
+    refused_before_any_work(tmp_path, scene_root, [override], words)
 
 
 def test_the_fix_the_line_gives_passes(tmp_path, monkeypatch):
