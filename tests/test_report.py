@@ -85,6 +85,7 @@ def report_sweep(tmp_path_factory, scene_root, imagenet_root, cifar_root, torch_
                 *TRAINING,
                 f"hydra.run.dir={sweep / str(job)}",
             )
+        (sweep / "multirun.yaml").write_text("{}\n")  # what makes the folder one sweep
         run_in_process(
             "mode=report",
             f"sweep={sweep}",
@@ -410,11 +411,15 @@ def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     failed = tmp_path / "failed"
     for job in ("0", "1"):
         (failed / job / ".hydra").mkdir(parents=True)  # jobs that never wrote metrics.json
+    (failed / "multirun.yaml").write_text("{}\n")
+    apart = tmp_path / "day"  # runs trained one by one, as in outputs/train/<date>/
+    shutil.copytree(trained_run, apart / "10-00-00")
     cases = [
         ([], "mode=report needs the sweep folder"),
         ([f"sweep={tmp_path / 'nowhere'}"], "does not exist"),
         ([f"sweep={tmp_path}"], "not a sweep folder"),
         ([f"sweep={trained_run}"], "is a single run"),
+        ([f"sweep={apart}"], "holds runs but is not one sweep \\(no multirun.yaml"),
         ([f"sweep={failed}"], "no run of sweep .* has a monitored value \\(2 of 2 failed"),
     ]
     for k, (overrides, message) in enumerate(cases):

@@ -134,6 +134,7 @@ def test_a_sweep_of_another_mode_lists_its_runs_done_or_failed(tmp_path, capsys,
         folder = job(tmp_path, name, None)
         (folder / ".hydra" / "config.yaml").write_text(f"mode: {mode}\n")
         (folder / last_file).write_text("{}")
+    (tmp_path / "multirun.yaml").write_text("{}")
     summarize(tmp_path)  # no SystemExit: every run is done
     rows, report = read_summary(tmp_path)
     assert [(row["run"], row["status"], row["rank"]) for row in rows] == [

@@ -130,6 +130,12 @@ def check_inputs(cfg: DictConfig) -> None:
             f"sweep={sweep} is {'a single run' if single else 'not a sweep folder'}: it has no job "
             f"folders (<n>/.hydra); give the folder of a -m sweep ({sweeps})",
         )
+        _require(  # runs trained apart (outputs/train/<date>) may be on other data altogether
+            (sweep / "multirun.yaml").is_file(),
+            f"sweep={sweep} holds runs but is not one sweep (no multirun.yaml, which every -m "
+            f"sweep writes): runs trained apart are not ranked together; give the folder of a "
+            f"-m sweep ({sweeps})",
+        )
 
 
 def validate_config(cfg: DictConfig) -> None:
