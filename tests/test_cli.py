@@ -253,6 +253,11 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["optimizer.lr=0.1,0.01"], ["optimizer.lr=0.1,0.01", "--multirun"]),
         (["data.root=/d/a,b"], ["a comma makes a list or a sweep", """'data.root="/d/a,b"'"""]),
         (["data.root=/d/k=v"], ["quote the value", """'data.root="/d/k=v"'"""]),
+        (["data.root=/d", "-m", "seed=1,2"], ["-m after the overrides: put the flags first"]),
+        (
+            ["data.root=/d", "hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}/r"],
+            ["hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}/r cannot be resolved", "NO_SUCH_VARIABLE"],
+        ),
         (["+trainer.max_epochs=3"], ["trainer.max_epochs", "++trainer.max_epochs=3"]),
         (["~trainer.no_such_flag"], ["trainer.no_such_flag"]),
         (["hydra/launcher=nope"], ["hydra/launcher/nope", "basic"]),

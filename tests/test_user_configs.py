@@ -53,6 +53,10 @@ def test_config_dir_options_compose_and_are_checked(user_configs, user_folder):
     assert "did you mean mode=eval?" in checked(*add, "eval")
     assert "adds key model.foo, which nothing reads" in checked(*add, "+model.foo=1")
     assert "--config-dir nowhere: no folder" in checked("--config-dir", "nowhere", "mode=eval")
+    (user_configs / "optimizer" / "broken.yaml").write_text("name: sgd\nlr: [0.1\n")
+    assert checked(*add, "optimizer=broken").startswith(
+        f"{user_configs / 'optimizer' / 'broken.yaml'} is not valid YAML: expected ','"
+    )
 
 
 def test_a_used_run_folder_is_refused_with_config_dir_and_kept(user_configs, tmp_path):

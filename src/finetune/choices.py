@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import setup_globals
@@ -30,7 +31,7 @@ from finetune.composition import (
     search_path,
 )
 from finetune.errors import UserError
-from finetune.overrides import first_job, parse_override, unknown_choice
+from finetune.overrides import first_job, parse_nth, unknown_choice
 from finetune.sweep_check import check_sweep
 
 # Flags Hydra answers itself (help, plugins, shell completion, a primary config folder of the
@@ -65,7 +66,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
     search = search_path(config_dir, _added_config_dir(args.config_dir))
     if any(getattr(args, name) for name in HYDRA_ANSWERS):
         return None
-    overrides = [_parse(args.overrides, i) for i in range(len(args.overrides))]
+    overrides = [parse_nth(args.overrides, i) for i in range(len(args.overrides))]
     if args.multirun:
         lines = [line for line in map(first_job, overrides) if line is not None]
     else:
@@ -74,16 +75,22 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
     _refuse_missing_search_folders(overrides)
     try:
         options = group_options(search, config_name, lines, [o.key_or_group for o in overrides])
-    except (HydraException, OmegaConfBaseException):
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError):
         options = {}  # a broken primary config or hydra.searchpath: composing says what is wrong
     typo = unknown_choice(overrides, options)
     if typo:
         raise UserError(typo)
     try:
         cfg = compose_as_cli(search, config_name, lines)
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
+    except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # the user asked for Hydra's full report
+        if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+            mark = error.problem_mark  # a config file of the user's own that is not YAML
+            raise UserError(
+                f"{mark.name} is not valid YAML: {error.problem} (line {mark.line + 1}, column "
+                f"{mark.column + 1})"
+            ) from None
         raise UserError(explain(error, overrides, search, config_name, lines)) from None
     refuse_added_keys_nothing_reads(overrides, search, config_name, lines)
     sweep = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
@@ -131,38 +138,18 @@ def _refuse_missing_search_folders(overrides: Sequence[Override]) -> None:
                 )
 
 
-def _parse(lines: Sequence[str], i: int) -> Override:
-    """Override i of the command line; a word without '=' is most often a mode typed alone
-    (`python -m finetune train`) or an override split by spaces (`data.root = /x`)."""
-    try:
-        return parse_override(lines[i])
-    except UserError:
-        line, before = lines[i], lines[i - 1] if i else ""
-        after, then = (list(lines[i + 1 : i + 3]) + ["", ""])[:2]
-        if "=" in line:
-            raise
-        from finetune.tasks import TASKS  # light: the registry of modes, no torch
-
-        if line in TASKS:
-            raise UserError(f"bad override {line!r}: did you mean mode={line}?") from None
-        if after == "=":  # the override as one word, by where the spaces were
-            spaced = f"{line}={then}"
-        elif after.startswith("="):
-            spaced = line + after
-        elif before.endswith("="):
-            spaced = before + line
-        else:
-            raise
-        raise UserError(
-            f"bad override {line!r}: no spaces around '=': write {spaced} as one word"
-        ) from None
-
-
 def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     """Hydra's own argument parser, its usage errors said in one line."""
     parser = get_args_parser()
 
     def refuse(message: str) -> None:
+        first = next((i for i, item in enumerate(argv) if not item.startswith("-")), len(argv))
+        late = [item for item in argv[first:] if item.startswith("-")]
+        if late and message.startswith("unrecognized arguments"):  # argparse stops at a flag
+            raise UserError(
+                f"{' '.join(late)} after the overrides: put the flags first "
+                "(python -m finetune <flags> key=value ...)"
+            )
         raise UserError(f"{message} (python -m finetune --help lists the flags)")
 
     parser.error = refuse  # type: ignore[method-assign]
@@ -224,8 +211,14 @@ def _refuse_used_folder(cfg: DictConfig, key: str) -> None:
     setup_globals()  # the ${now:...} resolver, as Hydra registers it when it runs
     try:
         folder = Path(str(OmegaConf.select(cfg, key)))
-    except OmegaConfBaseException:
-        return  # depends on the running job (${hydra:...}): nothing to check before the run
+    except OmegaConfBaseException as error:
+        if "HydraConfig was not set" in str(error):
+            return  # depends on the running job (${hydra:...}): nothing to check before the run
+        written = OmegaConf.to_container(cfg.hydra, resolve=False)
+        for name in key.split(".")[1:]:
+            written = written[name]
+        reason = str(error).splitlines()[0]
+        raise UserError(f"{key}={written} cannot be resolved: {reason}") from None
     if str(folder).startswith("~"):
         tilde = folder.parts[0]  # ~ or ~user
         full = "$HOME" + str(folder)[1:] if tilde == "~" else os.path.expanduser(folder)

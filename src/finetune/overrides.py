@@ -1,4 +1,5 @@
-"""One command-line override as Hydra reads it: parsed (its grammar errors said in one line),
+"""One command-line override as Hydra reads it: parsed (its grammar errors said in one line, a
+word without '=' read as what the user most likely meant),
 checked against the options of its config group, and seen as the first job of a sweep sees it.
 Only hydra is imported here (finetune.choices runs before torch)."""
 
@@ -62,6 +63,33 @@ def parse_override(line: str) -> Override:
     if not override.key_or_group:
         raise UserError(f"bad override {line!r}: no key before '=' ({GRAMMAR})")
     return override
+
+
+def parse_nth(lines: Sequence[str], i: int) -> Override:
+    """Override i of the command line; a word without '=' is most often a mode typed alone
+    (`python -m finetune train`) or an override split by spaces (`data.root = /x`)."""
+    try:
+        return parse_override(lines[i])
+    except UserError:
+        line, before = lines[i], lines[i - 1] if i else ""
+        after, then = (list(lines[i + 1 : i + 3]) + ["", ""])[:2]
+        if "=" in line:
+            raise
+        from finetune.tasks import TASKS  # light: the registry of modes, no torch
+
+        if line in TASKS:
+            raise UserError(f"bad override {line!r}: did you mean mode={line}?") from None
+        if after == "=":  # the override as one word, by where the spaces were
+            spaced = f"{line}={then}"
+        elif after.startswith("="):
+            spaced = line + after
+        elif before.endswith("="):
+            spaced = before + line
+        else:
+            raise
+        raise UserError(
+            f"bad override {line!r}: no spaces around '=': write {spaced} as one word"
+        ) from None
 
 
 def _quoted(line: str) -> str | None:
