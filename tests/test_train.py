@@ -547,8 +547,12 @@ def test_resume_from_a_file_that_cannot_be_resumed_is_one_line(tmp_path, scene_r
 
     other_classes = make_scene_folder(tmp_path / "other", classes=[f"c{i}" for i in range(6)])
     last = uninterrupted / "checkpoints" / "last.ckpt"
+    foreign = torch.load(last, weights_only=True)  # another project's LightningModule
+    foreign["hyper_parameters"] = {"lr": 0.1}
+    torch.save(foreign, tmp_path / "other_project.ckpt")
     cases = [
         (scene_root, uninterrupted / "best_model.pt", "not a Lightning training checkpoint"),
+        (scene_root, tmp_path / "other_project.ckpt", "a Lightning checkpoint of another model"),
         (scene_root, uninterrupted / "split.csv", "is not a Lightning checkpoint file"),
         (scene_root, tmp_path / "nowhere.ckpt", "does not exist"),
         (other_classes, last, r"was trained on classes \['buildings'.*resume with the same data"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 from finetune.errors import UserError
 from finetune.io import user_path
@@ -66,7 +67,12 @@ def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[st
             "only): pass the run folder or its checkpoints/last.ckpt"
         )
     hparams = ckpt.get("hyper_parameters", {})
-    resumed: dict[str, Any] = {"class_names": hparams.get("class_names")}
+    if not isinstance(hparams, dict) or not {"class_names", *RESUMED_KEYS} <= hparams.keys():
+        raise UserError(  # another project's LightningModule: no settings of ours to resume
+            f"resume={path} is a Lightning checkpoint of another model, not of a "
+            "python -m finetune mode=train run: pass such a run's folder or its last.ckpt"
+        )
+    resumed: dict[str, Any] = {"class_names": hparams["class_names"]}
     for group, keys in RESUMED_KEYS.items():
         now, earlier = settings[group], hparams.get(group, {})
         taken = {key: earlier[key] for key in keys or earlier if key in earlier}
@@ -100,15 +106,35 @@ def resume_hint(run_dir: Path, resume: Path | None) -> str:
     last = run_dir / LAST
     if not last.is_file() and not resume:
         return "no epoch had ended, there is no checkpoint to resume from: run the command again"
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
     if last.is_file():
         checkpoint = last
         overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "resume"]
         overrides.append(f"resume={user_path(run_dir)}")
     else:  # resumed, and interrupted before its first epoch ended: the same command again
         checkpoint = resume
-    command = shlex.join(["python", "-m", "finetune", *overrides])
+    command = shlex.join(["python", "-m", "finetune", *user_config_arguments(hydra), *overrides])
     return f"the last checkpoint is {user_path(checkpoint)}; resume with: {command}"
+
+
+def user_config_arguments(hydra: DictConfig) -> list[str]:
+    """What finds the user's own configs, for a command built from Hydra's record of this one
+    (whose task overrides leave it out, so that `experiment=mine` would be unknown there): the
+    folder --config-dir added (a config source of provider 'command-line', recorded absolute)
+    and a hydra.searchpath override (one of Hydra's overrides, not the task's)."""
+    folders = [
+        argument
+        for source in hydra.runtime.config_sources
+        if source.provider == "command-line"
+        for argument in ("--config-dir", source.path)
+    ]
+    searched = [
+        line
+        for line in hydra.overrides.hydra
+        if line.lstrip("+~").split("=")[0] == "hydra.searchpath"
+    ]
+    return [*folders, *searched]
 
 
 @contextmanager

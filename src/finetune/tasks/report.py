@@ -28,6 +28,7 @@ from finetune.io import write_json, write_text
 from finetune.reports.report_document import to_html, to_markdown
 from finetune.reports.report_inputs import STEP_RECORD, hardware, read_inputs
 from finetune.reports.report_sections import build_document
+from finetune.resume import user_config_arguments
 from finetune.sweep import DONE, FAILED, OK, sweep_runs
 
 log = logging.getLogger(__name__)
@@ -47,23 +48,30 @@ OWN_KEYS = {"mode", "sweep", "ckpt", "split", "eval.reference", "hydra.run.dir"}
 
 def report(cfg: DictConfig) -> dict[str, Any]:
     """The task of mode=report: the steps get the other settings of this command line."""
-    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return build_report(Path(str(cfg.sweep)), _passed_on(typed), cfg.report.original)
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    return build_report(Path(str(cfg.sweep)), _passed_on(hydra), cfg.report.original)
 
 
 def report_after_sweep(config: DictConfig) -> dict[str, Any]:
     """From SweepSummary: the sweep's own settings, less what it swept, go to every step."""
-    typed = list(config.hydra.overrides.task)
-    return build_report(Path(config.hydra.sweep.dir), _passed_on(typed), config.report.original)
+    passed = _passed_on(config.hydra)
+    return build_report(Path(config.hydra.sweep.dir), passed, config.report.original)
 
 
-def _passed_on(overrides: list[str]) -> list[str]:
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [
+def _passed_on(hydra: DictConfig | None) -> list[str]:
+    """What every step's command line takes from this one (`hydra`: Hydra's record of it, None
+    where there is none): the user's config folder (--config-dir, hydra.searchpath), without
+    which an experiment of the user's own would be unknown to the steps, then the overrides
+    less the swept ones and the keys each step sets itself."""
+    if hydra is None:
+        return []
+    parsed = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+    kept = [
         o.input_line
         for o in parsed
         if not o.is_sweep_override() and o.key_or_group.lstrip("+~") not in OWN_KEYS
     ]
+    return [*user_config_arguments(hydra), *kept]
 
 
 def _winner(sweep: Path) -> dict[str, Any]:
@@ -168,7 +176,7 @@ def _run_step(name: str, overrides: list[str], done_file: Path) -> float:
                 sys.stderr.write(line)
     if process.returncode != 0 and not done_file.is_file():
         reason = errors[-1] if errors else f"exit status {process.returncode}"
-        raise UserError(
-            f"step {name} failed: {reason} (its log: {done_file.parent / 'finetune.log'})"
-        )
+        log_file = done_file.parent / "finetune.log"
+        where = f"its log: {log_file}" if log_file.is_file() else "it stopped before writing a log"
+        raise UserError(f"step {name} failed: {reason} ({where})")
     return time.perf_counter() - started
