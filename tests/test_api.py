@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,8 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
     from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.chdir(tmp_path)
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # as a fresh notebook has them
+        monkeypatch.delenv(name, raising=False)
     own = tmp_path / "my_conf"
     own.mkdir()
     (own / "mine.yaml").write_text("answer: 42\n")
@@ -117,6 +120,7 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
     assert results["run_dir"] == str(tmp_path / "run")
     assert HydraConfig.instance().cfg is hydra_config
     assert not torch.are_deterministic_algorithms_enabled()
+    assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
     torch.use_deterministic_algorithms(notebook)
 
 

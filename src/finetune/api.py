@@ -7,6 +7,7 @@ A user mistake raises UserError carrying the line the command line prints after 
 """
 
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -95,10 +96,14 @@ def _caller_state_kept() -> Iterator[None]:
     - Hydra's global state: a notebook's own `initialize(...)`, or the @hydra.main job that
       calls run(), keeps its config loader and HydraConfig;
     - torch's determinism flag, which a run with trainer.deterministic=true sets for the
-      process (later GPU code in the notebook would otherwise fail on nondeterministic ops).
+      process (later GPU code in the notebook would otherwise fail on nondeterministic ops);
+    - the environment variables Lightning sets (PL_GLOBAL_SEED, PL_SEED_WORKERS,
+      CUBLAS_WORKSPACE_CONFIG), which would steer the notebook's own later training.
+    The global random generators stay seeded by the run (`seed`), as Lightning leaves them.
     """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    environment = dict(os.environ)
     hydra, hydra_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
     torch = sys.modules.get("torch")  # not imported yet: torch's own defaults
     determinism = (
@@ -122,6 +127,8 @@ def _caller_state_kept() -> Iterator[None]:
         if hydra is not None:
             GlobalHydra.instance().initialize(hydra)
         HydraConfig.instance().cfg = hydra_config
+        os.environ.clear()
+        os.environ.update(environment)
         torch = sys.modules.get("torch")  # imported by the run if it got that far
         if torch is not None:
             torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
