@@ -25,6 +25,9 @@ from finetune.choices import check_command_line
 from finetune.errors import UserError
 from finetune.tasks import check_config, run_task
 
+# What Lightning's seeding and deterministic mode put in the environment of the process.
+LIGHTNING_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+
 
 def config_dir() -> Path:
     """The configs ship inside the package (finetune/conf); a source checkout has them at conf/."""
@@ -97,13 +100,13 @@ def _caller_state_kept() -> Iterator[None]:
       calls run(), keeps its config loader and HydraConfig;
     - torch's determinism flag, which a run with trainer.deterministic=true sets for the
       process (later GPU code in the notebook would otherwise fail on nondeterministic ops);
-    - the environment variables Lightning sets (PL_GLOBAL_SEED, PL_SEED_WORKERS,
-      CUBLAS_WORKSPACE_CONFIG), which would steer the notebook's own later training.
+    - the environment variables Lightning sets (LIGHTNING_VARIABLES), which would steer the
+      notebook's own later training (torch's own, set when it is imported, stay).
     The global random generators stay seeded by the run (`seed`), as Lightning leaves them.
     """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    environment = dict(os.environ)
+    environment = {name: os.environ.get(name) for name in LIGHTNING_VARIABLES}
     hydra, hydra_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
     torch = sys.modules.get("torch")  # not imported yet: torch's own defaults
     determinism = (
@@ -127,8 +130,11 @@ def _caller_state_kept() -> Iterator[None]:
         if hydra is not None:
             GlobalHydra.instance().initialize(hydra)
         HydraConfig.instance().cfg = hydra_config
-        os.environ.clear()
-        os.environ.update(environment)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         torch = sys.modules.get("torch")  # imported by the run if it got that far
         if torch is not None:
             torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
