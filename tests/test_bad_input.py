@@ -113,6 +113,9 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
             "class/2019/<images>",
             ["class folder ROOT/street holds no images directly inside it", "move them up"],
         ),
+        ("a file", ["data.root=ROOT is a file, not a folder of class folders"]),
+        ("one class's images", ["0 class folder(s)", "its 4 images lie in it directly"]),
+        ("cifar batches", ["0 class folder(s)", "CIFAR-10's batches folder: add data=cifar10"]),
     ],
 )
 def test_broken_data_folders(user_folder, layout, words):
@@ -141,6 +144,14 @@ def test_broken_data_folders(user_folder, layout, words):
         shutil.move(root / "street", tmp_path / "2019")
         (root / "street").mkdir()
         shutil.move(tmp_path / "2019", root / "street" / "2019")
+    elif layout == "a file":
+        root.write_text("not a folder")
+    elif layout == "one class's images":  # data.root=scenes/sea
+        make_scene_folder(tmp_path / "scenes", per_class=4)
+        shutil.move(tmp_path / "scenes" / "sea", root)
+    elif layout == "cifar batches":  # without data=cifar10
+        root.mkdir()
+        (root / "data_batch_1").write_bytes(b"")
     refused = assert_run_refuses("mode=train", f"data.root={root}", *QUICK)
     refused(*(word.replace("ROOT", str(root)) for word in words))
 

@@ -99,6 +99,7 @@ def _check_training_inputs(cfg: DictConfig) -> None:
         root = Path(cfg.data.root).expanduser()
         archive = root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar", ".zip"))
         _require(not archive, f"data.root={root} is an archive: unpack it and give the folder")
+        _require(not root.is_file(), f"data.root={root} is a file, not a folder of class folders")
         _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
 
 
@@ -107,18 +108,24 @@ def no_ckpt_there(path: Path) -> str:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """The file or folder a mode starts from (`ckpt`, mode=report's `sweep`) is given and is
-    there: said before the task imports torch (5 s) and before Hydra makes a run folder."""
+    """The file or folder a mode starts from (`ckpt`, `resume`, `predict.input`, mode=report's
+    `sweep`) is given and is there: said before the task imports torch (5 s) and before Hydra
+    makes a run folder."""
     if cfg.mode in CKPT_MODES:
         unset = f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})"
         _require(bool(cfg.ckpt), unset)
         ckpt = Path(str(cfg.ckpt)).expanduser()
         _require(ckpt.exists(), no_ckpt_there(ckpt))
+    if cfg.mode == "train" and cfg.resume:
+        resume = Path(str(cfg.resume)).expanduser()
+        _require(resume.exists(), f"resume={resume} does not exist (pass a .ckpt or a run folder)")
     if cfg.mode == "predict":
         _require(
             bool(cfg.predict.input),
             "predict.input is not set: add predict.input=<image file or folder of images>",
         )
+        given = Path(str(cfg.predict.input)).expanduser()
+        _require(given.exists(), f"predict.input={given} does not exist")
     if cfg.mode == "report":
         sweeps = "outputs/multirun/<date>/<time>"
         _require(cfg.sweep is not None, f"mode=report needs the sweep folder: add sweep={sweeps}")

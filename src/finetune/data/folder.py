@@ -60,13 +60,22 @@ def class_folders(root: Path) -> list[Path]:
     folders = _sub_folders(root)
     if len(folders) < 2:
         raise UserError(
-            f"{root} has {len(folders)} class folder(s), need at least 2"
-            + (
-                _root_one_level_too_high(root)
-                or ": data.root must hold one sub-folder of images per class"
-            )
+            f"{root} has {len(folders)} class folder(s), need at least 2{_no_class_hint(root)}"
         )
     return folders
+
+
+def _no_class_hint(root: Path) -> str:
+    """What the folder given as data.root is instead of a folder of class folders."""
+    if (root / "data_batch_1").is_file():
+        return ": it is CIFAR-10's batches folder: add data=cifar10"
+    higher = _root_one_level_too_high(root)
+    if higher:
+        return higher
+    loose = len(list_images(root))
+    if loose:
+        return f": its {loose} images lie in it directly; put them in one sub-folder per class"
+    return ": data.root must hold one sub-folder of images per class"
 
 
 def scan_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
