@@ -5,10 +5,14 @@ The refusals run through `finetune.run` (the command line, in-process), as a use
 nothing trains: a run that got past the check would fail its test, not train for long."""
 
 import re
+from pathlib import Path
 
 import pytest
 
+import finetune
+from finetune.config_keys import TRAINER_KEYS_READ, required_keys
 from finetune.errors import UserError
+from finetune.optim import build_optimizer, build_scheduler
 from finetune.tasks import check_config
 from finetune.validate import validate_config
 from finetune.value_rules import RULES
@@ -188,6 +192,8 @@ EACH_RULE = {
         (["mode=eval", "split=tset"], ["split='tset'", "train or val or test"]),
         (["mode=analyze", "analysis.modules=7"], ["analysis.modules=7", "auto or a list"]),
         (["mode=predict"], ["predict.input is not set", "predict.input=<image"]),
+        (["mode=predict", "predict.input=/no/such/images"], ["predict.input=/no/such/images"]),
+        (["data.root=.", "resume=/no/such/run"], ["resume=/no/such/run does not exist"]),
     ],
 )
 def test_a_modes_own_mistakes_are_one_line_before_any_work(tmp_path, overrides, words):
@@ -308,13 +314,14 @@ def test_a_key_the_code_reads_cannot_be_removed(tmp_path, scene_root, override, 
 
 
 def test_an_own_option_must_set_what_every_option_of_its_group_sets(tmp_path):
-    """An optimizer file of one's own (--config-dir) with only name and lr; momentum, which
-    only sgd sets, is not asked for."""
+    """An optimizer file of one's own (--config-dir) with only name, lr and betas; momentum,
+    which only sgd sets, is not asked for under name: adamw."""
     cfg = compose_config(f"data.root={tmp_path}")
-    cfg.optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0}
+    adamw = {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "betas": [0.9, 0.99]}
+    cfg.optimizer = adamw
     with pytest.raises(UserError, match=r"^optimizer.backbone_lr_mult is missing"):
         check_config(cfg)
-    cfg.optimizer = {"name": "sgd", "lr": 0.01, "weight_decay": 0.0, "backbone_lr_mult": 1.0}
+    cfg.optimizer = adamw | {"backbone_lr_mult": 1.0}
     check_config(cfg)
 
 
@@ -352,3 +359,162 @@ def test_the_fix_the_line_gives_passes(tmp_path, monkeypatch):
     cfg = compose_config(f"data.root={tmp_path}", fix)
     validate_config(cfg)
     assert cfg.seed == 11
+
+
+def user_config(folder, files: dict[str, str]) -> str:
+    """Config files of one's own ({"optimizer/mine.yaml": text}) in `folder`: the override that
+    adds it to Hydra's search path, as --config-dir does."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return f"hydra.searchpath=[file://{folder}]"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("~trainer.precision", ["conf/trainer/cpu.yaml: precision: auto"]),
+        ("~trainer.max_epochs", ["conf/trainer/cpu.yaml: max_epochs: 10"]),
+        ("~trainer.deterministic", ["conf/trainer/cpu.yaml: deterministic: false"]),
+        ("~trainer.accelerator", ["conf/trainer/cpu.yaml: accelerator: cpu"]),
+    ],
+)
+def test_a_trainer_key_the_package_reads_cannot_be_removed(tmp_path, scene_root, override, words):
+    key = override.removeprefix("~")
+    line = f"{key} is missing: every trainer option sets it"
+    refused_before_any_work(tmp_path, scene_root, [override], [line, *words])
+
+
+def test_a_trainer_key_only_lightning_reads_may_be_removed(tmp_path):
+    removed = ["~trainer.max_steps", "~trainer.log_every_n_steps", "~trainer.strategy"]
+    check_config(compose_config(f"data.root={tmp_path}", *removed))
+
+
+def test_every_trainer_key_the_code_reads_is_required():
+    """Each cfg.trainer.<key> that src/ reads (not Lightning's Trainer: self.trainer) is in
+    TRAINER_KEYS_READ, which check_keys requires."""
+    pattern = r"\b(?!self\b|pl_module\b)\w+\.trainer\.(\w+)\b(?!\()|\btrainer_cfg\.(\w+)\b(?!\()"
+    source = Path(finetune.__file__).parent
+    read = {
+        "".join(found)
+        for path in source.rglob("*.py")
+        for found in re.findall(pattern, path.read_text())
+    }
+    assert "precision" in read and read <= set(TRAINER_KEYS_READ), read
+    required = {key for key in required_keys() if key[0] == "trainer"}
+    assert required == {("trainer",)} | {("trainer", key) for key in TRAINER_KEYS_READ}
+
+
+def test_an_own_trainer_option_must_set_the_keys_the_package_reads(tmp_path, scene_root):
+    """--config-dir DIR trainer=mine, with only accelerator and devices in DIR/trainer/mine.yaml;
+    no trainer.* override (a key the option lacks is refused as unknown before)."""
+    search = user_config(tmp_path / "conf", {"trainer/mine.yaml": "accelerator: cpu\ndevices: 1\n"})
+    run_dir = tmp_path / "run"
+    refused = assert_run_refuses(
+        f"data.root={scene_root}", "trainer=mine", search, f"hydra.run.dir={run_dir}"
+    )
+    refused("trainer.num_nodes is missing: every trainer option sets it", "num_nodes: 1")
+    assert not run_dir.exists()
+
+
+OWN = "lr: 0.01\nweight_decay: 0.0\nbackbone_lr_mult: 1.0\n"  # what every optimizer sets
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "words"),
+    [
+        (
+            "optimizer/mine.yaml",
+            f"name: adamw\n{OWN}",
+            ["optimizer.betas is missing: optimizer.name=adamw needs it", "optimizer/adamw.yaml"],
+        ),
+        (
+            "optimizer/mine.yaml",
+            f"name: sgd\n{OWN}nesterov: false\n",
+            ["optimizer.momentum is missing", "conf/optimizer/sgd.yaml: momentum: 0.9"],
+        ),
+        (
+            "scheduler/mine.yaml",
+            "name: step\n",
+            ["scheduler.step_size is missing: scheduler.name=step needs it", "step_size: 5"],
+        ),
+    ],
+    ids=["adamw-betas", "sgd-momentum", "step-step_size"],
+)
+def test_an_own_option_must_set_what_the_packages_option_of_its_name_sets(
+    tmp_path, scene_root, file, text, words
+):
+    group = file.split("/")[0]
+    search = user_config(tmp_path / "conf", {file: text})
+    refused_before_any_work(tmp_path, scene_root, [f"{group}=mine", search], words)
+
+
+def one_parameter():
+    import torch
+
+    return [{"params": [torch.nn.Parameter(torch.zeros(1))]}]
+
+
+SGD_OPTION = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (
+            lambda: build_optimizer(one_parameter(), SGD_OPTION | {"momentun": 0.9}),
+            ["optimizer.momentun (did you mean optimizer.momentum?)", "torch's SGD", "name=sgd"],
+        ),
+        (
+            lambda: build_optimizer(
+                one_parameter(), SGD_OPTION | {"name": "adamw", "betas": [0.9, 0.99]}
+            ),
+            ["optimizer.momentum, optimizer.nesterov:", "torch's AdamW", "choose optimizer=adamw"],
+        ),
+        (
+            lambda: build_scheduler(
+                build_optimizer(one_parameter(), SGD_OPTION),
+                {"name": "step", "step_size": 2, "gamma": 0.5, "eta_min": 0.0},
+                3,
+            ),
+            ["scheduler.eta_min", "torch's StepLR (scheduler.name=step)"],
+        ),
+        (
+            lambda: build_scheduler(
+                build_optimizer(one_parameter(), SGD_OPTION), {"name": "cosine", "T_max": 5}, 3
+            ),
+            ["scheduler.T_max", "CosineAnnealingLR", "takes eta_min, last_epoch"],
+        ),
+    ],
+    ids=["sgd-typo", "adamw-momentum", "step-eta_min", "cosine-T_max"],
+)
+def test_a_key_the_torch_class_does_not_take_is_one_line(build, words):
+    """Where the model builds the optimizer and scheduler (torch's class says what it takes)."""
+    with pytest.raises(UserError) as raised:
+        build()
+    message = str(raised.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_keys_the_torch_class_takes_may_be_added():
+    """eps and amsgrad, which conf/optimizer/adamw.yaml does not set, reach AdamW."""
+    adamw = {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "betas": [0.9, 0.99]}
+    built = build_optimizer(one_parameter(), adamw | {"eps": 1e-7, "amsgrad": True})
+    assert built.param_groups[0]["eps"] == 1e-7 and built.param_groups[0]["amsgrad"] is True
+
+
+def test_an_experiment_that_switches_optimizer_by_name_is_one_line(tmp_path, scene_root):
+    """optimizer.name: adamw over the default sgd keeps sgd's momentum: one line from the run
+    (where the optimizer is built) rather than torch's TypeError."""
+    switch = "# @package _global_\noptimizer:\n  name: adamw\n  betas: [0.9, 0.99]\n"
+    search = user_config(tmp_path / "conf", {"experiment/switch.yaml": switch})
+    refused = assert_run_refuses(
+        f"data.root={scene_root}",
+        *QUICK,
+        "experiment=switch",
+        search,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    refused("optimizer.momentum, optimizer.nesterov", "AdamW", "choose optimizer=adamw")

@@ -21,7 +21,7 @@ from hydra.core.utils import setup_globals
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from finetune.composition import (
     compose_as_cli,
@@ -31,6 +31,7 @@ from finetune.composition import (
     search_path,
 )
 from finetune.errors import UserError
+from finetune.interpolations import unresolved_reason
 from finetune.overrides import first_job, parse_nth, unknown_choice
 from finetune.sweep_check import check_sweep
 
@@ -217,7 +218,11 @@ def _refuse_used_folder(cfg: DictConfig, key: str) -> None:
         written = OmegaConf.to_container(cfg.hydra, resolve=False)
         for name in key.split(".")[1:]:
             written = written[name]
-        reason = str(error).splitlines()[0]
+        reason = (
+            unresolved_reason(error, cfg)
+            if isinstance(error, InterpolationResolutionError)
+            else str(error).splitlines()[0]
+        )
         raise UserError(f"{key}={written} cannot be resolved: {reason}") from None
     if str(folder).startswith("~"):
         tilde = folder.parts[0]  # ~ or ~user

@@ -8,6 +8,8 @@ registries' names without the 2 s import of torch, so a mistyped name or value a
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,16 +23,48 @@ if TYPE_CHECKING:
 ParamGroups = list[dict[str, Any]]
 
 
+def _keywords(target: type, settings: dict[str, Any], group: str, given: tuple[str, ...]) -> dict:
+    """The settings of `group` less its name, as keyword arguments of the torch class `target`
+    (an option of one's own may set any: eps or amsgrad for AdamW). A key `target` does not take,
+    a typo or momentum left from sgd under name: adamw, is one line rather than torch's TypeError.
+    `given`: the arguments the builder passes itself."""
+    settings = dict(settings)
+    name = settings.pop("name")
+    parameters = inspect.signature(target).parameters.values()
+    taken = [
+        parameter.name
+        for parameter in parameters
+        if parameter.name not in given
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    ]
+    unknown = [key for key in settings if key not in taken]
+    if unknown:
+        said = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, taken, n=1)
+            said.append(
+                f"{group}.{key}" + (f" (did you mean {group}.{close[0]}?)" if close else "")
+            )
+        cls, them = target.__name__, "it" if len(unknown) == 1 else "them"
+        raise UserError(
+            f"{', '.join(said)}: torch's {cls} ({group}.name={name}) takes no such argument; "
+            f"remove {them} from the {group} config, or choose {group}={name} in place of "
+            f"setting {group}.name ({cls} takes {', '.join(taken)})"
+        )
+    return settings
+
+
 def _sgd(groups: ParamGroups, settings: dict[str, Any]) -> Optimizer:
     from torch.optim import SGD
 
-    return SGD(groups, **settings)
+    return SGD(groups, **_keywords(SGD, settings, "optimizer", given=("params",)))
 
 
 def _adamw(groups: ParamGroups, settings: dict[str, Any]) -> Optimizer:
     from torch.optim import AdamW
 
-    return AdamW(groups, **settings | {"betas": tuple(settings["betas"])})  # a list in YAML
+    keywords = _keywords(AdamW, settings, "optimizer", given=("params",))
+    return AdamW(groups, **keywords | {"betas": tuple(keywords["betas"])})  # a list in YAML
 
 
 def _constant(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> None:
@@ -40,22 +74,23 @@ def _constant(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> No
 def _cosine(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> LRScheduler:
     from torch.optim.lr_scheduler import CosineAnnealingLR
 
-    return CosineAnnealingLR(optimizer, epochs, **settings)
+    keywords = _keywords(CosineAnnealingLR, settings, "scheduler", given=("optimizer", "T_max"))
+    return CosineAnnealingLR(optimizer, epochs, **keywords)
 
 
 def _step(optimizer: Optimizer, settings: dict[str, Any], epochs: int) -> LRScheduler:
     from torch.optim.lr_scheduler import StepLR
 
-    return StepLR(optimizer, **settings)
+    return StepLR(optimizer, **_keywords(StepLR, settings, "scheduler", given=("optimizer",)))
 
 
-# (param groups, the optimizer group's settings less name and backbone_lr_mult) -> optimizer
+# (param groups, the optimizer group's settings less backbone_lr_mult) -> optimizer
 OPTIMIZERS: dict[str, Callable[[ParamGroups, dict[str, Any]], Optimizer]] = {
     "sgd": _sgd,
     "adamw": _adamw,
 }
-# (optimizer, the scheduler group's settings less name, trainer.max_epochs) -> scheduler,
-# stepped once per epoch; None: a constant learning rate
+# (optimizer, the scheduler group's settings, trainer.max_epochs) -> scheduler, stepped once per
+# epoch; None: a constant learning rate
 SCHEDULERS: dict[str, Callable[[Optimizer, dict[str, Any], int], LRScheduler | None]] = {
     "none": _constant,
     "cosine": _cosine,
@@ -74,7 +109,7 @@ def known_name(group: str, name: object, registry: Mapping[str, object]) -> str:
 def build_optimizer(groups: ParamGroups, settings: dict[str, Any]) -> Optimizer:
     """The optimizer that cfg.optimizer names, over `groups` (a group's own lr wins)."""
     settings = dict(settings)
-    name = known_name("optimizer", settings.pop("name"), OPTIMIZERS)
+    name = known_name("optimizer", settings["name"], OPTIMIZERS)
     settings.pop("backbone_lr_mult", None)  # applied to the groups by the model
     return OPTIMIZERS[name](groups, settings)
 
@@ -83,9 +118,8 @@ def build_scheduler(
     optimizer: Optimizer, settings: dict[str, Any], max_epochs: int
 ) -> LRScheduler | None:
     """The per-epoch schedule that cfg.scheduler names (None: a constant learning rate)."""
-    settings = dict(settings)
-    name = known_name("scheduler", settings.pop("name"), SCHEDULERS)
-    return SCHEDULERS[name](optimizer, settings, max_epochs)
+    name = known_name("scheduler", settings["name"], SCHEDULERS)
+    return SCHEDULERS[name](optimizer, dict(settings), max_epochs)
 
 
 def join_param_group(
