@@ -167,10 +167,12 @@ def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_lin
     a report that cannot be made is said in the sweep's one error line."""
     job(tmp_path, "0", 0.9)  # the winner, but its best_model.pt is missing
     job(tmp_path, "1", None)
-    config = {
-        "hydra": {"sweep": {"dir": str(tmp_path)}, "overrides": {"task": ["optimizer.lr=1,2"]}},
-        "report": {"after_sweep": True, "original": {}},
+    hydra = {  # what Hydra records of the command line: its overrides and config sources
+        "sweep": {"dir": str(tmp_path)},
+        "overrides": {"task": ["optimizer.lr=1,2"], "hydra": []},
+        "runtime": {"config_sources": []},
     }
+    config = {"hydra": hydra, "report": {"after_sweep": True, "original": {}}}
     with pytest.raises(SystemExit) as exited:
         SweepSummary().on_multirun_end(OmegaConf.create(config))
     assert exited.value.code == 2
