@@ -113,4 +113,8 @@ def test_a_run_folder_starting_with_tilde_is_refused(user_folder):
     assert "write the full path, as in hydra.run.dir=$HOME/runs/x" in message
     message = checked("-m", 'hydra.sweep.dir="~/sweeps"', "optimizer.lr=0.1,0.01")
     assert "hydra.sweep.dir=$HOME/sweeps" in message
+    # unquoted (the shell left the ~): the same line at once, not "quote the value" first
+    assert checked("hydra.run.dir=~/runs/x", "data.root=data").startswith(
+        "hydra.run.dir=~/runs/x: Hydra does not expand ~"
+    )
     assert not (user_folder / "~").exists()

@@ -32,7 +32,7 @@ from finetune.composition import (
 )
 from finetune.errors import UserError
 from finetune.interpolations import unresolved_reason
-from finetune.overrides import first_job, parse_nth, unknown_choice
+from finetune.overrides import first_job, parse_nth, unexpanded_tilde, unknown_choice
 from finetune.sweep_check import check_sweep
 
 # Flags Hydra answers itself (help, plugins, shell completion, a primary config folder of the
@@ -225,12 +225,7 @@ def _refuse_used_folder(cfg: DictConfig, key: str) -> None:
         )
         raise UserError(f"{key}={written} cannot be resolved: {reason}") from None
     if str(folder).startswith("~"):
-        tilde = folder.parts[0]  # ~ or ~user
-        full = "$HOME" + str(folder)[1:] if tilde == "~" else os.path.expanduser(folder)
-        raise UserError(
-            f"{key}={folder}: Hydra does not expand ~ and would make a folder named {tilde} "
-            f"here; write the full path, as in {key}={full}"
-        )
+        raise UserError(unexpanded_tilde(key, str(folder)))
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{key}={folder} is a file, not a folder")
     held = next((p for p in folder.rglob("*") if not p.is_dir()), None) if folder.is_dir() else None

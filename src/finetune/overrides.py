@@ -5,6 +5,7 @@ Only hydra is imported here (finetune.choices runs before torch)."""
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
@@ -13,6 +14,7 @@ from hydra.errors import OverrideParseException
 from finetune.errors import UserError
 
 GRAMMAR = "write key=value, +key=value to add a key, ~key to remove one"
+RUN_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 
 
 def unknown_choice(
@@ -52,8 +54,11 @@ def parse_override(line: str) -> Override:
             raise
         reason = error.message.splitlines()
         reason = reason[1] if reason[0].startswith("Error parsing override") else reason[0]
+        key, _, value = line.partition("=")
+        if key.lstrip("+") in RUN_FOLDER_KEYS and value.startswith("~"):  # quoting would not do
+            raise UserError(unexpanded_tilde(key.lstrip("+"), value)) from None
         lexer = reason.startswith("LexerNoViableAltException")
-        quoted = _quoted(line) if lexer or "=" in line.partition("=")[2] else None
+        quoted = _quoted(line) if lexer or "=" in value else None
         if quoted:  # characters Hydra reads only inside quotes (accents, spaces, '=', ...)
             raise UserError(
                 f"bad override {line!r}: {reason}: quote the value, as in '{quoted}' (the outer "
@@ -63,6 +68,16 @@ def parse_override(line: str) -> Override:
     if not override.key_or_group:
         raise UserError(f"bad override {line!r}: no key before '=' ({GRAMMAR})")
     return override
+
+
+def unexpanded_tilde(key: str, folder: str) -> str:
+    """The line for a run folder given as ~/...: Hydra does not expand ~, the shell did not."""
+    tilde = Path(folder).parts[0]  # ~ or ~user
+    full = "$HOME" + folder[1:] if tilde == "~" else os.path.expanduser(folder)
+    return (
+        f"{key}={folder}: Hydra does not expand ~ and would make a folder named {tilde} here; "
+        f"write the full path, as in {key}={full}"
+    )
 
 
 def parse_nth(lines: Sequence[str], i: int) -> Override:
