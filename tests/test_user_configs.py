@@ -53,6 +53,13 @@ def test_config_dir_options_compose_and_are_checked(user_configs, user_folder):
     assert "did you mean mode=eval?" in checked(*add, "eval")
     assert "adds key model.foo, which nothing reads" in checked(*add, "+model.foo=1")
     assert "--config-dir nowhere: no folder" in checked("--config-dir", "nowhere", "mode=eval")
+    # an option of one's own without a key the code needs, that key then set: missing, not unknown
+    (user_configs / "data").mkdir()
+    (user_configs / "data" / "mine.yaml").write_text("kind: folder\nroot: /data\n")
+    for line in ("data.image_size=32", "+data.image_size=32"):
+        assert checked(*add, "data=mine", line).startswith(
+            "data.image_size is missing: every data option sets it"
+        )
     (user_configs / "optimizer" / "broken.yaml").write_text("name: sgd\nlr: [0.1\n")
     assert checked(*add, "optimizer=broken").startswith(
         f"{user_configs / 'optimizer' / 'broken.yaml'} is not valid YAML: expected ','"

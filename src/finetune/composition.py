@@ -126,7 +126,13 @@ def explain(
 
 
 def _unknown_key(key: str, line: str, keys: list[str]) -> str:
-    """Name the closest existing keys, and say how to add a key that is not in the config."""
+    """Name the closest existing keys, and say how to add a key that is not in the config; a key
+    the code needs that an option of the user's own leaves out is said to be missing there."""
+    from finetune.config_keys import required_keys  # reads conf/ once: only for this message
+
+    missing = required_keys().get(tuple(key.split(".")))
+    if missing and key not in keys:
+        return missing
     in_hydra = key.startswith("hydra.")
     candidates = [k for k in keys if k.startswith("hydra.") == in_hydra]
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
