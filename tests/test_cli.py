@@ -236,7 +236,7 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["data.rootx=/x"], ["unknown key data.rootx", "did you mean data.root"]),
         (["optimiser.lr=0.1"], ["unknown key optimiser.lr", "did you mean optimizer.lr"]),
         (["+model.foo=1"], ["+model.foo=1 adds key model.foo, which nothing reads", "+trainer."]),
-        (["+optimizer.lrr=0.1"], ["which nothing reads", "did you mean optimizer.lr"]),
+        (["+early_stopping.pat=1"], ["which nothing reads", "early_stopping.patience"]),
         (["++data.rootx=/x"], ["++data.rootx=/x adds key data.rootx", "did you mean data.root"]),
         (["train"], ["bad override 'train'", "did you mean mode=train?"]),
         (["data.root", "=", "/x"], ["no spaces around '='", "write data.root=/x as one word"]),
@@ -254,6 +254,7 @@ def test_bad_values_are_one_user_error(user_folder, overrides, words):
         (["data.root=/d/a,b"], ["a comma makes a list or a sweep", """'data.root="/d/a,b"'"""]),
         (["data.root=/d/k=v"], ["quote the value", """'data.root="/d/k=v"'"""]),
         (["data.root=/d", "-m", "seed=1,2"], ["-m after the overrides: put the flags first"]),
+        (["-m", "data.root=/d", 'hydra.sweeper.params={optimizer.lr:"0.1,0.2"}'], ["sweeper"]),
         (
             ["data.root=/d", "hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}/r"],
             ["hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}/r cannot be resolved", "NO_SUCH_VARIABLE"],

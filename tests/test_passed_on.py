@@ -131,3 +131,35 @@ def test_a_step_that_fails_before_its_run_folder_names_no_log(user_configs, user
     assert "myreport" not in message and "finetune.log" not in message, message
     assert "(it stopped before writing a log)" in message
     assert not (sweep / "report" / "eval").exists()
+
+
+def test_the_step_commands_read_back_paths_hydra_would_misparse(tmp_path, monkeypatch):
+    """A sweep with hydra.sweep.subdir=${hydra.job.override_dirname} puts its winner in a folder
+    named like `data=tiny,optimizer.lr=0.1`: each step's ckpt=, eval.reference= and
+    hydra.run.dir= are quoted where Hydra's grammar would read `=` and `,`, so every override of
+    the command reads back as the same path."""
+    from finetune.overrides import parse_override
+
+    sweep = tmp_path / "sweep=a,b"
+    ckpt = sweep / "data=tiny,optimizer.lr=0.1" / "best_model.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    commands = []
+
+    def recorded(name, command, done_file):
+        commands.append(command)
+        done_file.parent.mkdir(parents=True, exist_ok=True)
+        return 0.0
+
+    monkeypatch.setattr(report_module, "_run_step", recorded)
+    monkeypatch.setattr(report_module, "hardware", dict)
+    folders = {name: sweep / "report" / name for name in report_module.STEPS}
+    report_module._run_missing_steps(ckpt, folders, [])
+    values = {}
+    for command in commands:
+        for line in command:
+            override = parse_override(line)  # a parse error would fail the step
+            values[override.key_or_group] = override.value()
+    assert values["ckpt"] == str(ckpt)
+    assert values["eval.reference"] == str(folders["eval"] / "softmax_scores.pt")
+    assert values["hydra.run.dir"] == str(folders["analyze"])

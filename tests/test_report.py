@@ -414,12 +414,17 @@ def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     (failed / "multirun.yaml").write_text("{}\n")
     apart = tmp_path / "day"  # runs trained one by one, as in outputs/train/<date>/
     shutil.copytree(trained_run, apart / "10-00-00")
+    optuna = tmp_path / "optuna"  # Optuna's sweeper writes no multirun.yaml; its jobs say MULTIRUN
+    for job in ("0", "1"):
+        (optuna / job / ".hydra").mkdir(parents=True)
+        (optuna / job / ".hydra" / "hydra.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
     cases = [
         ([], "mode=report needs the sweep folder"),
         ([f"sweep={tmp_path / 'nowhere'}"], "does not exist"),
         ([f"sweep={tmp_path}"], "not a sweep folder"),
         ([f"sweep={trained_run}"], "is a single run"),
-        ([f"sweep={apart}"], "holds runs but is not one sweep \\(no multirun.yaml"),
+        ([f"sweep={apart}"], "holds runs but is not one sweep \\(they ran one by one"),
+        ([f"sweep={optuna}"], "no run of sweep .* has a monitored value"),  # one sweep: checked on
         ([f"sweep={failed}"], "no run of sweep .* has a monitored value \\(2 of 2 failed"),
     ]
     for k, (overrides, message) in enumerate(cases):

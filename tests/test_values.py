@@ -518,3 +518,19 @@ def test_an_experiment_that_switches_optimizer_by_name_is_one_line(tmp_path, sce
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     refused("optimizer.momentum, optimizer.nesterov", "AdamW", "choose optimizer=adamw")
+
+
+def test_an_optimizer_argument_added_on_the_command_line_reaches_torch(tmp_path):
+    """+optimizer.<argument> is passed on like +trainer.<flag>: an argument AdamW takes reaches
+    it; a typo added that way is one line naming the closest argument when it is built."""
+    from omegaconf import OmegaConf
+
+    from finetune.api import config_dir
+    from finetune.choices import check_command_line
+
+    added = [f"data.root={tmp_path}", "optimizer=adamw", "+optimizer.amsgrad=true"]
+    settings = OmegaConf.to_container(check_command_line(added, config_dir()).optimizer)
+    assert build_optimizer(one_parameter(), settings).param_groups[0]["amsgrad"] is True
+    typo = check_command_line([f"data.root={tmp_path}", "+optimizer.lrr=0.1"], config_dir())
+    with pytest.raises(UserError, match=r"optimizer\.lrr \(did you mean optimizer\.lr\?\)"):
+        build_optimizer(one_parameter(), OmegaConf.to_container(typo.optimizer))

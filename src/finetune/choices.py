@@ -83,7 +83,16 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         raise UserError(typo)
     try:
         cfg = compose_as_cli(search, config_name, lines)
-    except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
+    # (AttributeError, AssertionError: Hydra's own, e.g. hydra.sweeper.params={...} set on the
+    # command line over the sweeper's null)
+    except (
+        HydraException,
+        OmegaConfBaseException,
+        ValueError,
+        yaml.YAMLError,
+        AttributeError,
+        AssertionError,
+    ) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # the user asked for Hydra's full report
         if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
@@ -99,10 +108,10 @@ def check_command_line(argv: Sequence[str], config_dir: Path) -> DictConfig | No
         _refuse_report_without_sweep(cfg)
     if args.cfg is None:
         _refuse_job_chdir(cfg)
-    if args.cfg is None and sweep:  # interval() for the basic sweeper, jobs sharing a folder
-        check_sweep(overrides, cfg, search, config_name)
     if args.cfg is None and not any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         _refuse_used_folder(cfg, "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
+    if args.cfg is None and sweep:  # interval() for the basic sweeper, jobs sharing a folder
+        check_sweep(overrides, cfg, search, config_name)
     return None if args.cfg is not None else cfg
 
 

@@ -30,8 +30,10 @@ from finetune.errors import UserError
 
 TRAINER_FLAGS = "trainer."  # +trainer.<flag>=...: a Lightning Trainer flag the config lacks
 # The keys +key=value may add: arguments of the Trainer and of a logger (each passed on to its
-# Lightning class, which refuses one it does not take), and Hydra's own keys.
-ADDABLE = (TRAINER_FLAGS, "logger.", "hydra.")
+# Lightning class, which refuses one it does not take), of the optimizer and the scheduler (each
+# passed on to its torch class; finetune.optim names one it does not take), and Hydra's own keys.
+TORCH_ARGUMENTS = ("optimizer.", "scheduler.")  # +optimizer.eps=1e-7: an argument of the class
+ADDABLE = (TRAINER_FLAGS, "logger.", *TORCH_ARGUMENTS, "hydra.")
 # Hydra plugins that come with an extra of this package: a missing one names the extra.
 PLUGIN_EXTRAS = {
     "hydra/sweeper/optuna": "optuna",
@@ -146,13 +148,19 @@ def _unknown_key(key: str, line: str, keys: list[str]) -> str:
     if line.startswith("+"):  # + or ++
         return (
             f"{line} adds key {key}, which nothing reads ({hint}): only arguments of "
-            "Lightning's Trainer and loggers can be added, as +trainer.<flag>=... or "
-            "+logger.<name>.<argument>=..."
+            "Lightning's Trainer and loggers, and of torch's optimizer and scheduler, can be "
+            "added, as +trainer.<flag>=..., +logger.<name>.<argument>=... or "
+            "+optimizer.<argument>=..."
         )
     if key.startswith(TRAINER_FLAGS):
         return (
             f"unknown key {key} ({hint}): +{line} passes it to Lightning's Trainer as a flag "
             "this config does not list"
+        )
+    if key.startswith(TORCH_ARGUMENTS):
+        return (
+            f"unknown key {key} ({hint}): +{line} passes it to torch's "
+            f"{key.split('.')[0]} class as an argument this config does not list"
         )
     return f"unknown key {key} ({hint})"
 

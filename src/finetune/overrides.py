@@ -70,6 +70,18 @@ def parse_override(line: str) -> Override:
     return override
 
 
+def path_override(key: str, path: object) -> str:
+    """`key=path` as Hydra reads it back: a path with characters its grammar gives a meaning
+    (`=` and `,` of a ${hydra.job.override_dirname} folder, spaces, accents) is quoted."""
+    plain = f"{key}={path}"
+    try:
+        OverridesParser.create().parse_overrides([plain])
+        return plain
+    except OverrideParseException:
+        text = str(path).replace("\\", "\\\\").replace("'", "\\'")
+        return f"{key}='{text}'"
+
+
 def unexpanded_tilde(key: str, folder: str) -> str:
     """The line for a run folder given as ~/...: Hydra does not expand ~, the shell did not."""
     tilde = Path(folder).parts[0]  # ~ or ~user

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from finetune.errors import UserError
 from finetune.io import user_path
+from finetune.overrides import path_override
 from finetune.safe_load import weights_only_load
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def resume_hint(run_dir: Path, resume: Path | None) -> str:
     if last.is_file():
         checkpoint = last
         overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "resume"]
-        overrides.append(f"resume={user_path(run_dir)}")
+        overrides.append(path_override("resume", user_path(run_dir)))
     else:  # resumed, and interrupted before its first epoch ended: the same command again
         checkpoint = resume
     command = shlex.join(["python", "-m", "finetune", *user_config_arguments(hydra), *overrides])

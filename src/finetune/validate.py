@@ -138,11 +138,18 @@ def check_inputs(cfg: DictConfig) -> None:
             f"folders (<n>/.hydra); give the folder of a -m sweep ({sweeps})",
         )
         _require(  # runs trained apart (outputs/train/<date>) may be on other data altogether
-            (sweep / "multirun.yaml").is_file(),
-            f"sweep={sweep} holds runs but is not one sweep (no multirun.yaml, which every -m "
-            f"sweep writes): runs trained apart are not ranked together; give the folder of a "
-            f"-m sweep ({sweeps})",
+            (sweep / "multirun.yaml").is_file() or all(map(_ran_in_a_sweep, job_folders(sweep))),
+            f"sweep={sweep} holds runs but is not one sweep (they ran one by one, not as the "
+            f"jobs of a -m sweep): runs trained apart are not ranked together; give the folder "
+            f"of a -m sweep ({sweeps})",
         )
+
+
+def _ran_in_a_sweep(job: Path) -> bool:
+    """The job's Hydra record says it ran in a -m sweep (Hydra's basic sweeper also writes
+    multirun.yaml beside the jobs; Optuna's does not)."""
+    record = job / ".hydra" / "hydra.yaml"
+    return record.is_file() and OmegaConf.load(record).hydra.get("mode") == "MULTIRUN"
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import write_json, write_text
+from finetune.overrides import path_override
 from finetune.reports.report_document import to_html, to_markdown
 from finetune.reports.report_inputs import STEP_RECORD, hardware, read_inputs
 from finetune.reports.report_sections import build_document
@@ -34,10 +35,10 @@ from finetune.sweep import DONE, FAILED, OK, sweep_runs
 log = logging.getLogger(__name__)
 
 FOLDER = "report"  # the sweep's sub-folder that holds the steps' run folders
-# step -> (the file it writes last, what it runs); {eval} is the eval step's folder
+# step -> (the file it writes last, what it runs); {reference}: eval.reference=<eval's scores>
 STEPS = {
     "eval": ("metrics.json", ["mode=eval"]),
-    "reproduce": ("reproduction.json", ["mode=eval", "eval.reference={eval}/softmax_scores.pt"]),
+    "reproduce": ("reproduction.json", ["mode=eval", "{reference}"]),
     "analyze": ("feature_stats.json", ["mode=analyze"]),
 }
 TOTAL = (len(STEPS) + 1, len(STEPS) + 1)  # "step k/N": the steps, then the report itself
@@ -139,8 +140,10 @@ def _run_missing_steps(ckpt: Path, folders: dict[str, Path], passed_on: list[str
             continue
         _set_aside(folder)
         log.info("step %d/%d: %s ...", number, TOTAL[1], name)
-        own = [item.format(eval=folders["eval"]) for item in own]
-        command = [*passed_on, *own, "split=test", f"ckpt={ckpt}", f"hydra.run.dir={folder}"]
+        reference = path_override("eval.reference", folders["eval"] / "softmax_scores.pt")
+        own = [item.format(reference=reference) for item in own]
+        paths = [path_override("ckpt", ckpt), path_override("hydra.run.dir", folder)]
+        command = [*passed_on, *own, "split=test", *paths]
         wall = _run_step(name, command, folder / done_file)
         record = {"step": name, "command": command, "wall_s": wall} | hardware()
         write_json(folder / STEP_RECORD, record)
