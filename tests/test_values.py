@@ -534,3 +534,11 @@ def test_an_optimizer_argument_added_on_the_command_line_reaches_torch(tmp_path)
     typo = check_command_line([f"data.root={tmp_path}", "+optimizer.lrr=0.1"], config_dir())
     with pytest.raises(UserError, match=r"optimizer\.lrr \(did you mean optimizer\.lr\?\)"):
         build_optimizer(one_parameter(), OmegaConf.to_container(typo.optimizer))
+
+
+@pytest.mark.parametrize("override", ["data.split=null", "data.loader=null"])
+def test_a_section_set_to_null_is_one_line(tmp_path, scene_root, override):
+    """null in place of a section the code reads leaves out every key in it: one line naming
+    the section, before any work (it was a TypeError once the data was read)."""
+    section = override.split("=")[0]
+    refused_before_any_work(tmp_path, scene_root, [override], [f"{section} is null, but"])

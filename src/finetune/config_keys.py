@@ -158,11 +158,13 @@ def kind_keys() -> dict[str, dict[str, dict[tuple[str, ...], str]]]:
 
 
 def _say_missing(plain: dict, needed: dict[tuple[str, ...], str]) -> None:
-    """The line of the first key of `needed` that is not there (an interpolation or null in
-    place of a section is not looked into)."""
+    """The line of the first key of `needed` that is not there; a section set to null leaves out
+    every key in it (an interpolation in place of a section is not looked into)."""
     for key, line in needed.items():
         node = plain
-        for name in key:
+        for depth, name in enumerate(key):
+            if node is None:
+                raise UserError(f"{'.'.join(key[:depth])} is null, but {line}")
             if not isinstance(node, dict):
                 break
             if name not in node:
