@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import atomic_write, write_csv, write_text
-from finetune.sweep_splits import validation_difference
+from finetune.sweep_splits import job_config, validation_difference
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ FINISHED = {
 COLUMNS = ["rank", "run", "status", "overrides", "monitor", "value", "val_acc_mean", "test_map"]
 
 
-def job_order(folder: Path) -> tuple[bool, int, str]:
+def _job_order(folder: Path) -> tuple[bool, int, str]:
     """Job folders in launch order: 0, 1, ..., 10 (not 0, 1, 10, 2)."""
     return (
         not folder.name.isdigit(),
@@ -53,12 +53,6 @@ def _overrides(job: Path) -> str:
         return ""
     lines = overrides_file.read_text().splitlines()
     return " ".join(line.removeprefix("- ").strip() for line in lines if line.strip())
-
-
-def job_config(job: Path) -> DictConfig:
-    """The run's composed config, as Hydra saved it (empty when there is none)."""
-    config = job / ".hydra" / "config.yaml"
-    return OmegaConf.load(config) if config.is_file() else OmegaConf.create()
 
 
 def _mode(job: Path) -> str:
@@ -106,7 +100,7 @@ def rank_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def job_folders(root: Path) -> list[Path]:
     """The sweep's job folders (those holding a .hydra/), in launch order."""
-    return sorted((p.parent for p in Path(root).glob("*/.hydra") if p.is_dir()), key=job_order)
+    return sorted((p.parent for p in Path(root).glob("*/.hydra") if p.is_dir()), key=_job_order)
 
 
 def sweep_runs(root: Path) -> list[dict[str, Any]]:
@@ -117,7 +111,7 @@ def sweep_runs(root: Path) -> list[dict[str, Any]]:
 def split_difference(root: Path, runs: list[dict[str, Any]]) -> str:
     """Why the ranked runs of the sweep in `root` cannot be compared ("" when they can):
     finetune.sweep_splits, over their job folders in launch order."""
-    ranked = sorted((root / run["run"] for run in runs if run["status"] == OK), key=job_order)
+    ranked = sorted((root / run["run"] for run in runs if run["status"] == OK), key=_job_order)
     return validation_difference(ranked)
 
 

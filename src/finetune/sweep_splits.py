@@ -15,6 +15,12 @@ from finetune.io import TEXT
 SPLIT_KEYS = ("data.root", "data.manifest", "data.split.seed", "data.split.val", "data.split.test")
 
 
+def job_config(job: Path) -> DictConfig:
+    """A run's composed config, as Hydra saved it (empty when there is none)."""
+    config = job / ".hydra" / "config.yaml"
+    return OmegaConf.load(config) if config.is_file() else OmegaConf.create()
+
+
 def _validation_images(job: Path) -> str | None:
     """A digest of the images a run was validated on: the val rows of its split.csv, in any
     order (None without split.csv: nothing to compare)."""
@@ -31,8 +37,7 @@ def _validation_images(job: Path) -> str | None:
 def _split_settings(job: Path) -> dict[str, str]:
     """The SPLIT_KEYS of a run's config as a person reads them: `2`, or `${seed} = 2` for a key
     that follows another."""
-    path = job / ".hydra" / "config.yaml"
-    config, settings = OmegaConf.load(path) if path.is_file() else OmegaConf.create(), {}
+    config, settings = job_config(job), {}
     for key in SPLIT_KEYS:
         parent, _, name = key.rpartition(".")
         node = OmegaConf.select(config, parent)
