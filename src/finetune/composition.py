@@ -168,9 +168,9 @@ def _unknown_key(key: str, line: str, keys: list[str]) -> str:
 def refuse_added_keys_nothing_reads(
     overrides: list[Override], search: ConfigSearchPath, config_name: str, lines: list[str]
 ) -> None:
-    """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo)
-    or fail deep in a run (+optimizer.foo reaches SGD). Only ADDABLE keys and config groups
-    (+group=option) may be added."""
+    """`+key=value` adds a key: one that nothing reads would be ignored in silence (+model.foo).
+    Only ADDABLE keys (each passed on to a class that names one it does not take) and config
+    groups (+group=option) may be added."""
     for override in overrides:
         key = override.key_or_group
         adds = override.is_add() or override.is_force_add()  # +key=value, ++key=value
