@@ -1,8 +1,9 @@
 """The Python API, for notebooks and scripts: `run(overrides)` is `python -m finetune OVERRIDES`.
 
-The same checks (one-line errors), the same config (Hydra's compose API over the same conf/),
-the same run folder (`hydra.run.dir`, or the one `hydra.run.dir=` names, with its .hydra/ files
-and finetune.log), and the same task; its results come back as a dict with `run_dir` added.
+The same checks (one-line errors), the same config (composed once, by Hydra's config loader over
+the same conf/, as the command line composes it), the same run folder (`hydra.run.dir`, or the
+one `hydra.run.dir=` names, with its .hydra/ files and finetune.log), and the same task; its
+results come back as a dict with `run_dir` added.
 A user mistake raises UserError carrying the line the command line prints after `error:`.
 """
 
@@ -14,14 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
+from omegaconf import DictConfig
 
 from finetune.choices import check_command_line
+from finetune.composition import config_loader, search_path
 from finetune.errors import UserError
 from finetune.tasks import check_config, run_task
 
@@ -36,13 +38,15 @@ def config_dir() -> Path:
     return packaged if (packaged / "config.yaml").is_file() else repo
 
 
-def check_before_running(argv: Sequence[str]) -> None:
+def check_before_running(argv: Sequence[str]) -> DictConfig | None:
     """What is said before Hydra makes a run folder, in one UserError line: the command line
     (finetune.choices) and the mode, values and ckpt of the run it makes (of a sweep, its first
-    run)."""
+    run). Returns that run's config, hydra node included (None for --cfg, --help and the
+    like): run() runs it as composed here, the command line has Hydra compose it again."""
     composed = check_command_line(argv, config_dir())
     if composed is not None:
         check_config(composed)
+    return composed
 
 
 def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -69,22 +73,19 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
     with _caller_state_kept():
-        check_before_running(overrides)
-        with initialize_config_dir(
-            config_dir=str(config_dir()), version_base="1.3", job_name="finetune"
-        ):
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            context = HydraContext(
-                config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg)
-            )
-            cfg.hydra.mode = RunMode.RUN
-            job = run_job(
-                task_function=_task_or_user_error,
-                config=cfg,
-                job_dir_key="hydra.run.dir",
-                job_subdir_key=None,
-                hydra_context=context,
-            )
+        cfg = check_before_running(overrides)  # composed as Hydra's compose API would
+        assert cfg is not None  # None only for the flags refused above
+        context = HydraContext(
+            config_loader=config_loader(search_path(config_dir())), callbacks=Callbacks(cfg)
+        )
+        cfg.hydra.mode = RunMode.RUN
+        job = run_job(
+            task_function=_task_or_user_error,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            hydra_context=context,
+        )
     results = job.return_value  # a bug in the task re-raises here, as under the CLI
     if isinstance(results, UserError):
         raise results

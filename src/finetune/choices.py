@@ -163,8 +163,9 @@ def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         raise UserError(f"{message} (python -m finetune --help lists the flags)")
 
     parser.error = refuse  # type: ignore[method-assign]
+    asked = any(item.startswith("--v") for item in argv)  # --version, or argparse's --vers
     for action in parser._actions:  # --version: this package's, not only Hydra's
-        if "--version" in action.option_strings:
+        if "--version" in action.option_strings and asked:  # reading metadata takes 10 ms
             action.version = _versions()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the version on one line
     args = parser.parse_args(list(argv))

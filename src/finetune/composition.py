@@ -54,7 +54,7 @@ def search_path(config_dir: Path, added: Path | None = None) -> ConfigSearchPath
 
 def compose_as_cli(search: ConfigSearchPath, config_name: str, overrides: list[str]) -> DictConfig:
     """Compose as `python -m finetune` will, hydra node included; leave Hydra uninitialised."""
-    return _loader(search).load_configuration(
+    return config_loader(search).load_configuration(
         config_name=config_name, overrides=overrides, run_mode=RunMode.RUN, from_shell=True
     )
 
@@ -64,7 +64,7 @@ def group_options(
 ) -> dict[str, list[str]]:
     """The options of each of `keys` that names a config group (`data`, `hydra/launcher`), as
     Hydra finds them on the whole search path: `hydra.searchpath` folders included."""
-    loader = _loader(search)
+    loader = config_loader(search)
 
     def listed(group: str, kind: ObjectType) -> list[str]:
         return loader.get_group_options(group, kind, config_name, overrides)
@@ -80,7 +80,7 @@ def group_options(
     return options
 
 
-def _loader(search: ConfigSearchPath) -> ConfigLoader:
+def config_loader(search: ConfigSearchPath) -> ConfigLoader:
     """Hydra's config loader on `search`, set up as @hydra.main sets it up (version_base 1.3),
     without initialising Hydra's global state."""
     version.setbase("1.3")
