@@ -73,7 +73,7 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
     with _caller_state_kept():
-        cfg = check_before_running(overrides)  # composed as Hydra's compose API would
+        cfg = check_before_running(overrides)  # composed as the command line composes it
         assert cfg is not None  # None only for the flags refused above
         context = HydraContext(
             config_loader=config_loader(search_path(config_dir())), callbacks=Callbacks(cfg)
