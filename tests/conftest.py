@@ -1,5 +1,6 @@
 """Small data in the real formats, a stand-in for the ImageNet weights, and a CLI runner."""
 
+import logging
 import os
 import pickle
 import socket
@@ -183,6 +184,38 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    """`python -m finetune ARGV` through the entry point's own main(), in this process: the same
+    checks, messages and exit status as the command line, without a fresh interpreter (the
+    subprocess tests of test_cli, test_console, test_train and test_report keep that)."""
+    import gc
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from finetune.__main__ import main
+
+    saved_argv, saved_cwd = sys.argv, Path.cwd()
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)  # a process's exit would close the run's log files
+    sys.argv = ["finetune", *argv]
+    os.chdir(cwd)
+    try:
+        main()
+        returncode = 0
+    except SystemExit as stopped:
+        returncode = stopped.code if isinstance(stopped.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        gc.unfreeze()  # main() freezes the collector for the interpreter's exit
+        GlobalHydra.instance().clear()
+        for handler in set(root.handlers) - set(saved_handlers):
+            handler.close()
+        root.handlers[:] = saved_handlers
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(argv), returncode, captured.out, captured.err)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:

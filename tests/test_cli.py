@@ -5,8 +5,6 @@ The tables of mistakes go through the entry point's main() in this process (run_
 only a fresh interpreter shows runs as `python -m finetune`: which modules an answer imports,
 --help, the full Hydra error, the installs' configs and console script."""
 
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +23,7 @@ from conftest import (
     cli_env,
     compose_config,
     run_cli,
+    run_main,
 )
 
 
@@ -54,38 +53,6 @@ def assert_hydra_error_in_one_line(result: subprocess.CompletedProcess, *words: 
     for word in words:
         assert word.lower() in lines[0].lower(), lines[0]
     return lines[0]
-
-
-def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
-    """`python -m finetune ARGV` through the entry point's own main(), in this process: the same
-    checks, messages and exit status as the command line, without a fresh interpreter (the
-    subprocess tests here and in test_train/test_report keep that)."""
-    import gc
-
-    from hydra.core.global_hydra import GlobalHydra
-
-    from finetune.__main__ import main
-
-    saved_argv, saved_cwd = sys.argv, Path.cwd()
-    root = logging.getLogger()
-    saved_handlers = list(root.handlers)  # a process's exit would close the run's log files
-    sys.argv = ["finetune", *argv]
-    os.chdir(cwd)
-    try:
-        main()
-        returncode = 0
-    except SystemExit as stopped:
-        returncode = stopped.code if isinstance(stopped.code, int) else 1
-    finally:
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-        gc.unfreeze()  # main() freezes the collector for the interpreter's exit
-        GlobalHydra.instance().clear()
-        for handler in set(root.handlers) - set(saved_handlers):
-            handler.close()
-        root.handlers[:] = saved_handlers
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(list(argv), returncode, captured.out, captured.err)
 
 
 def test_cfg_job_prints_the_composed_config_quickly(tmp_path):

@@ -1,6 +1,7 @@
-"""`hparams_search=optuna` through the command line: it optimises the monitored value the task
-returns, and the sweep summary ranks its trials like a grid. (A run that stops with a user error
-does not stop a sweep: test_train.py's sweep test.)"""
+"""`hparams_search=optuna` through the command line (the entry point's main(), in this
+process): it optimises the monitored value the task returns, and the sweep summary ranks its
+trials like a grid. (A run that stops with a user error does not stop a sweep: test_train.py's
+sweep test.)"""
 
 import csv
 import json
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, as_user_in, compose_config, run_main
 
 SWEEP = [
     "data.split.test=6",
@@ -48,18 +49,19 @@ def test_optuna_direction_follows_monitor_mode(mode, direction):
         assert OmegaConf.select(cfg, key, default=None) is not None, key
 
 
-def test_optuna_trials_are_ranked_and_its_best_is_the_summarys_winner(tmp_path, scene_root):
+def test_optuna_trials_are_ranked_and_its_best_is_the_summarys_winner(tmp_path, capsys, scene_root):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "-m",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        f"data.root={scene_root}",
-        *SWEEP,
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
-        timeout=600,
-    )
+    with as_user_in(tmp_path):
+        result = run_main(
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            f"data.root={scene_root}",
+            *SWEEP,
+            f"hydra.sweep.dir={sweep_dir}",
+            cwd=tmp_path,
+            capsys=capsys,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = summary_rows(sweep_dir)

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from finetune import run
 from finetune.errors import UserError
 from finetune.sweep import SweepSummary
-from test_cli import run_main
+
+from conftest import run_main
 
 
 def job(root: Path, name: str, value: float | None, mode: str = "max", model: bytes = b"") -> Path:

@@ -32,6 +32,7 @@ from conftest import (
     make_scene_folder,
     run_cli,
     run_in_process,
+    run_main,
     tiny_data_cfg,
 )
 
@@ -202,26 +203,28 @@ def test_missing_imagenet_weights_is_one_line(user_folder, scene_root):
 
 
 def test_sweep_ranks_runs_and_copies_the_winner_and_outlives_a_failed_run(
-    tmp_path, scene_root, torch_home
+    tmp_path, capsys, scene_root, torch_home
 ):
-    """One `-m` sweep over two good learning rates and -1: the two runs are ranked and the
-    winner's best_model.pt copied; the run that stopped with a user error did not end the sweep,
-    is listed as failed, and the sweep exits 2 with its error line and the sweep's own."""
+    """One `-m` sweep over two good learning rates and -1 (through the entry point's main(), in
+    this process): the two runs are ranked and the winner's best_model.pt copied; the run that
+    stopped with a user error did not end the sweep, is listed as failed, and the sweep exits 2
+    with its error line and the sweep's own."""
     sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "-m",
-        "optimizer.lr=0.05,0.00001,-1",
-        f"data.root={scene_root}",
-        "data.split.test=12",
-        "data.split.val=12",
-        "model.weights=imagenet",
-        "trainer.max_epochs=1",
-        "train_eval_images=0",
-        f"hydra.sweep.dir={sweep_dir}",
-        *TINY,
-        cwd=tmp_path,
-        torch_home=torch_home,
-    )
+    with as_user_in(tmp_path, torch_home):
+        result = run_main(
+            "-m",
+            "optimizer.lr=0.05,0.00001,-1",
+            f"data.root={scene_root}",
+            "data.split.test=12",
+            "data.split.val=12",
+            "model.weights=imagenet",
+            "trainer.max_epochs=1",
+            "train_eval_images=0",
+            f"hydra.sweep.dir={sweep_dir}",
+            *TINY,
+            cwd=tmp_path,
+            capsys=capsys,
+        )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
