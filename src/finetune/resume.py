@@ -50,7 +50,8 @@ RESUMED_KEYS: dict[str, tuple[str, ...] | None] = {
 
 def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """`settings` (config groups as dicts) with the RESUMED_KEYS values of the checkpoint to
-    resume from, and its `class_names` (check them with `check_resumed_classes`).
+    resume from, its `class_names` (check them with `check_resumed_classes`) and the number of
+    epochs it had trained (`epochs_done`).
 
     Values on the command line that differ would be recorded but not used (the optimizer state)
     or would not fit the saved weights (another arch) or disagree with them (another image
@@ -73,7 +74,11 @@ def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[st
             f"resume={path} is a Lightning checkpoint of another model, not of a "
             "python -m finetune mode=train run: pass such a run's folder or its last.ckpt"
         )
-    resumed: dict[str, Any] = {"class_names": hparams["class_names"]}
+    # epochs_done: the checkpoint is written when an epoch ends, so the run goes on at the next
+    resumed: dict[str, Any] = {
+        "class_names": hparams["class_names"],
+        "epochs_done": ckpt["epoch"] + 1,
+    }
     for group, keys in RESUMED_KEYS.items():
         now, earlier = settings[group], hparams.get(group, {})
         taken = {key: earlier[key] for key in keys or earlier if key in earlier}

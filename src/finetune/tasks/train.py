@@ -89,11 +89,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = training_callbacks(cfg, run_dir, logged=bool(loggers))
     trainer = build_trainer(cfg, run_dir, callbacks.all, loggers)
     epochs = cfg.trainer.max_epochs
+    if epochs is None or epochs < 0:  # -1: no epoch limit
+        length = "until trainer.max_steps or trainer.max_time"
+    elif resume:
+        length = f"{max(epochs - resumed['epochs_done'], 0)} epoch(s) more, to {epochs} in all"
+    else:
+        length = f"{epochs} epoch(s)"
     _phase(
         2,
-        f"training {epochs if epochs and epochs > 0 else 'until max_steps/max_time:'} epoch(s) "
-        f"on {sizes['train']:,} images, validating on {sizes['val']:,} after each"
-        + (f" (resuming {resume})" if resume else ""),
+        f"training {length} on {sizes['train']:,} images, validating on {sizes['val']:,} after "
+        "each" + (f" (resuming {resume})" if resume else ""),
     )
 
     try:
