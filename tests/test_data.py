@@ -343,7 +343,20 @@ def test_broken_data_of_every_kind_counts_as_not_an_image(tmp_path, monkeypatch)
     keep, bad = split_readable(tmp_path, ["good.png", "truncated.png", "bomb.png"])
     assert keep == [0]
     assert set(bad) == {"truncated.png", "bomb.png"}
-    assert "DecompressionBomb" in bad["bomb.png"]
+    assert "more than PIL's decompression-bomb limit of 4,000 px" in bad["bomb.png"]
+
+
+def test_a_strip_longer_than_fifty_widths_is_skipped_before_its_resize_takes_gigabytes(tmp_path):
+    """A 1 x 20000 px PNG is 143 bytes; resized to 256 px on its short side it would be 5 GB."""
+    sizes = {"strip.png": (20000, 1), "tall.png": (2, 101), "limit.png": (100, 2)}
+    for name, size in sizes.items():
+        Image.new("RGB", size).save(tmp_path / name)
+    keep, bad = split_readable(tmp_path, list(sizes))
+    assert keep == [2]  # 50 times as long as wide is still used
+    assert bad == {
+        "strip.png": "20000 x 1 px: longer than 50 times its width",
+        "tall.png": "2 x 101 px: longer than 50 times its width",
+    }
 
 
 @pytest.mark.parametrize(

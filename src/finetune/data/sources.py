@@ -60,7 +60,7 @@ def drop_unreadable(listing: Listing, bad_images: str = "skip") -> Listing:
             " (remove them, or set data.bad_images=skip)"
         )
     log.warning(
-        "skipping %d unreadable file(s) under %s (they do not decode as images): %s",
+        "skipping %d file(s) under %s that cannot be used as images: %s",
         len(bad),
         root,
         describe(bad),
