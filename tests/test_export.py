@@ -21,7 +21,7 @@ from finetune.data.transforms import eval_transform
 from finetune.errors import UserError
 from finetune.exporting import check_exported
 
-from conftest import compose_config
+from conftest import as_user_in, compose_config
 
 EXTRA_HINT = "pip install -e '.[export]'"
 
@@ -54,19 +54,21 @@ def run_export(run_dir: Path, ckpt: Path, export_format: str) -> dict:
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory) -> dict[str, Path]:
-    """Both formats exported once from the trained run: {format: run folder}."""
+    """Both formats exported once from the trained run, `ckpt=best_model.pt` typed in its
+    folder: {format: run folder}."""
     folders = {}
     for export_format in ("onnx", "torchscript"):
         folder = tmp_path_factory.mktemp(f"export_{export_format}")
-        run_export(folder, trained_run / "best_model.pt", export_format)
+        with as_user_in(trained_run):  # ckpt given relative to the working folder
+            run_export(folder, Path("best_model.pt"), export_format)
         folders[export_format] = folder
     return folders
 
 
 @pytest.fixture(scope="module")
 def test_images(trained_run, tmp_path_factory) -> list[Path]:
-    """The trained run's test split, and two of them cut to odd non-square shapes (so that the
-    resize and the center crop really move pixels)."""
+    """The trained run's test split, two of them cut to odd non-square shapes (so that the
+    resize and the center crop really move pixels) and one half transparent."""
     with (trained_run / "split.csv").open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
     root = Path(load_checkpoint(trained_run / "best_model.pt").data["root"])
@@ -75,14 +77,21 @@ def test_images(trained_run, tmp_path_factory) -> list[Path]:
     for index, size in enumerate([(61, 40), (37, 52)]):
         Image.open(paths[index]).convert("RGB").resize(size).save(folder / f"{index}.png")
         paths.append(folder / f"{index}.png")
-    return paths
+    see_through = Image.open(paths[2]).convert("RGBA")  # half transparent, its hidden colours kept
+    see_through.putalpha(Image.linear_gradient("L").resize(see_through.size))
+    see_through.save(folder / "transparent.png")
+    return [*paths, folder / "transparent.png"]
 
 
 def json_preprocess(path: Path, description: dict) -> np.ndarray:
     """3 x H x W float32: the preprocessing exactly as the JSON states it, in PIL and NumPy."""
     steps = {step["step"]: step for step in description["preprocessing"]}
     assert list(steps) == ["decode", "resize", "center_crop", "scale", "normalize", "layout"]
-    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    image = ImageOps.exif_transpose(Image.open(path))
+    if image.mode == "RGBA":  # transparency laid over opaque black
+        black = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, image)
+    image = image.convert("RGB")
     short = steps["resize"]["size"]
     width, height = image.size
     if width <= height:
@@ -175,7 +184,7 @@ def test_json_describes_the_checkpoint(exported, trained_run):
         assert description["class_names"] == loaded.class_names
         assert description["input"]["shape"] == ["N", 3, size, size]
         assert description["output"]["shape"] == ["N", len(loaded.class_names)]
-        assert description["checkpoint"]["path"] == str(trained_run / "best_model.pt")
+        assert description["checkpoint"]["path"] == str(trained_run.resolve() / "best_model.pt")
         assert description["checkpoint"]["metrics"] == loaded.metrics
         assert description["versions"]["torch"] == torch.__version__
         assert description["check"]["passed"] and description["check"]["batch_sizes"] == [1, 3]

@@ -70,9 +70,14 @@ def describe(export_format: str, file_name: str, loaded: LoadedModel) -> dict[st
         "preprocessing": [
             {
                 "step": "decode",
-                "how": "8-bit RGB, turned upright by its EXIF orientation, transparent pixels "
-                "over black (PIL: ImageOps.exif_transpose(Image.open(path)).convert('RGB') for "
-                "RGB, grayscale and CMYK files)",
+                "how": "8-bit RGB, turned upright by its EXIF orientation (PIL: image = "
+                "ImageOps.exif_transpose(Image.open(path))); RGB, grayscale, CMYK and palette "
+                "files: image.convert('RGB'); with transparency (RGBA, LA, a palette with a "
+                "transparent colour), laid over opaque black: Image.alpha_composite(Image.new("
+                "'RGBA', image.size, (0, 0, 0, 255)), image.convert('RGBA')).convert('RGB'); "
+                "16-bit, 32-bit and float gray: float values all in [0, 1] map 0..1 to 0..255, "
+                "any other image is stretched linearly from its own minimum (0) to its maximum "
+                "(255), rounded, then taken as 8-bit gray",
             },
             {
                 "step": "resize",
@@ -105,7 +110,7 @@ def describe(export_format: str, file_name: str, loaded: LoadedModel) -> dict[st
             "mode=eval and mode=predict report, argmax the predicted class",
         },
         "checkpoint": {
-            "path": str(loaded.path),
+            "path": str(loaded.path.resolve()),  # the file travels: a relative path would not
             "data_kind": data.get("kind"),
             "metrics": dict(loaded.metrics),
         },
