@@ -28,10 +28,10 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, user_folder, caps
     (folder / "nested").mkdir(parents=True)
     (folder / ".cache").mkdir()
     sources = sorted((scene_root / "forest").glob("*.jpg"))
-    good = ["nested/a.jpg", "c (1).jpg", "b.jpg"]
+    good = ["nested/a.jpg", "c (1).jpg", "b.jpg", "d.jfif"]  # .jfif: a JPEG as browsers save it
     for name, source in zip(good, sources, strict=False):
         shutil.copy(source, folder / name)
-    (folder / "notes.txt").write_text("not an image, ignored silently")
+    (folder / "notes.txt").write_text("not an image by its suffix: ignored, and said")
     (folder / ".hidden.jpg").write_bytes(b"hidden, ignored silently")
     shutil.copy(sources[0], folder / ".cache" / "x.jpg")  # inside a hidden folder: ignored
     (folder / "broken.jpg").write_bytes(sources[0].read_bytes()[:300])  # truncated JPEG
@@ -51,14 +51,16 @@ def test_predict_on_a_folder(profile, trained_run, scene_root, user_folder, caps
     output = console.out + console.err
     assert "predictions" in output  # the console was captured
     warnings = [line for line in output.splitlines() if "[WARNING]" in line]
-    assert len(warnings) == 2, warnings  # the rule of every folder: its own images only
+    assert len(warnings) == 3, warnings  # the rule of every folder: its own images only
     assert "skipping 1 image(s) in sub-folders, e.g. nested/a.jpg" in warnings[0]
-    assert "broken.jpg" in warnings[1]
-    assert "notes.txt" not in output and ".hidden" not in output and ".cache" not in output
+    assert "ignoring 1 file(s) in predict.input=" in warnings[1]
+    assert "not images by their suffix, e.g. notes.txt (image suffixes: .bmp, " in warnings[1]
+    assert "broken.jpg" in warnings[2]
+    assert ".hidden" not in output and ".cache" not in output
 
     with (run / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    expected = ["b.jpg", "c (1).jpg"]  # nested/a.jpg: in a sub-folder, skipped
+    expected = ["b.jpg", "c (1).jpg", "d.jfif"]  # nested/a.jpg: in a sub-folder, skipped
     assert [row["file"] for row in rows] == [str(folder / name) for name in expected]
 
     direct = direct_scores(ckpt, folder, expected).numpy()
@@ -74,6 +76,9 @@ def test_input_must_be_an_image_or_a_folder(tmp_path):
         find_images(tmp_path / "notes.txt", "predict.input")
     with pytest.raises(UserError, match="predict.input=.*does not exist"):
         find_images(tmp_path / "missing", "predict.input")
+    (tmp_path / ".hidden.jpg").write_bytes(b"")  # named, still refused, and said why
+    with pytest.raises(UserError, match=r"\.hidden\.jpg is a hidden file .* rename it$"):
+        find_images(tmp_path / ".hidden.jpg", "predict.input")
     (tmp_path / "one.png").write_bytes(b"")
     assert find_images(tmp_path / "one.png", "predict.input") == (tmp_path, ["one.png"])
     assert find_images(tmp_path, "predict.input") == (tmp_path, ["one.png"])

@@ -17,7 +17,10 @@ from finetune.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+IMAGE_SUFFIXES = {
+    *(".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
+    *(".ppm", ".pgm", ".pbm", ".pnm"),  # Netpbm: colour, gray, black and white, any
+}
 # Longest side over shortest side of an image that is used. Resizing the short side to
 # data.resize_size takes memory in proportion (a 1 x 20000 px strip at 256 px: 5 GB), and a
 # center crop of a longer strip shows under 2 % of it.
@@ -70,6 +73,11 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
     folder and names relative to it (sorted); images in its sub-folders are skipped with one
     warning that counts them. `key` names the setting that gave `path` in the errors."""
     if path.is_file():
+        if path.name.startswith("."):
+            raise UserError(
+                f"{key}={path} is a hidden file (its name starts with '.'), which is never read "
+                "as an image (.DS_Store, ._x.jpg): rename it"
+            )
         if not is_image_name(path):
             raise UserError(
                 f"{key}={path} is not an image file (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -88,6 +96,18 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
             deeper_note(deeper, path),
             key,
             path,
+        )
+    others = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    others = [name for name in others if not is_image_name(Path(name))]
+    if others:
+        log.warning(
+            "ignoring %d file(s) in %s=%s that are not images by their suffix, e.g. %s (image "
+            "suffixes: %s)",
+            len(others),
+            key,
+            path,
+            ", ".join(others[:3]),
+            ", ".join(sorted(IMAGE_SUFFIXES)),
         )
     return path, [image.name for image in images]
 

@@ -2,9 +2,10 @@
 
 The images come through the data layer, by the rule every folder is read with
 (finetune.data.images.find_images: the images directly inside, as in a class folder; images in
-sub-folders are skipped with one warning that counts them; hidden files and files without an
-image suffix are ignored silently; finetune.data.sources.drop_unreadable: image files that do
-not decode are skipped with one warning naming them, or refused with data.bad_images=error),
+sub-folders are skipped with one warning that counts them, files without an image suffix with
+one that names a few; hidden files are ignored; finetune.data.sources.drop_unreadable: image
+files that do not decode are skipped with one warning naming them, or refused with
+data.bad_images=error),
 the scores through the one inference path (finetune.inference: float32 unless
 inference.precision says otherwise).
 Rows follow sorted relative paths.
