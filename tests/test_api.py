@@ -63,17 +63,42 @@ def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
 
 
 def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypatch):
-    """After run() the root logger is as it was: what the notebook logs next does not go on into
-    the last run's finetune.log (Hydra set up that file for the run's own lines)."""
+    """After run() every logger is as it was: what the notebook logs next does not go on into
+    the last run's finetune.log (Hydra set up that file for the run's own lines), its own log
+    file opened with mode "w" goes on (Hydra's set-up closes every handler), Lightning's own
+    console handler is back, and a run with hydra/job_logging=disabled (which disables every
+    existing logger) leaves the notebook's loggers enabled."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.pt").write_text("not a checkpoint")
+    notebook = logging.getLogger("notebook")
+    own_file = logging.FileHandler(tmp_path / "notebook.log", mode="w")
+    notebook.addHandler(own_file)
+    lightning = logging.getLogger("lightning.pytorch")  # as imported before any handler: its own
+    lightning_console = logging.StreamHandler()
+    lightning.addHandler(lightning_console)
+    lightning_state = (list(lightning.handlers), lightning.propagate)
+    lightning.propagate = False
     before = list(logging.getLogger().handlers)
-    with pytest.raises(UserError):
-        run(["mode=eval", f"ckpt={tmp_path / 'notes.pt'}", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert logging.getLogger().handlers == before
-    logging.getLogger("notebook").warning("a line of the notebook's own")
-    log = (tmp_path / "run" / "finetune.log").read_text()
-    assert "mode=eval: writing to" in log and "a line of the notebook's own" not in log
+    try:
+        notebook.warning("before the runs")
+        for logging_setting in ([], ["hydra/job_logging=disabled"]):
+            run_dir = tmp_path / f"run{len(logging_setting)}"
+            with pytest.raises(UserError):
+                run(["mode=eval", "ckpt=notes.pt", f"hydra.run.dir={run_dir}", *logging_setting])
+            assert logging.getLogger().handlers == before
+            assert notebook.handlers == [own_file] and not notebook.disabled
+            assert lightning_console in lightning.handlers and not lightning.propagate
+        notebook.warning("a line of the notebook's own")
+        log = (tmp_path / "run0" / "finetune.log").read_text()
+        assert "mode=eval: writing to" in log and "a line of the notebook's own" not in log
+        assert (tmp_path / "notebook.log").read_text().splitlines() == [
+            "before the runs",
+            "a line of the notebook's own",
+        ]
+    finally:
+        notebook.removeHandler(own_file)
+        own_file.close()
+        lightning.handlers[:], lightning.propagate = lightning_state
 
 
 def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
@@ -83,18 +108,20 @@ def test_user_errors_raise_the_line_the_cli_prints(tmp_path, monkeypatch):
             run(overrides)
         line = assert_one_line_error(run_cli(*overrides, cwd=tmp_path))
         assert line == f"error: {raised.value}"
-    with pytest.raises(TypeError, match="list of strings"):
-        run("mode=eval ckpt=x")
+    for not_a_list in ("mode=eval ckpt=x", {"mode": "eval"}, None):
+        with pytest.raises(TypeError, match="list of strings"):
+            run(not_a_list)
     with pytest.raises(TypeError, match=r"strings such as 'ckpt=.*', not PosixPath"):
         run(["mode=eval", tmp_path / "best_model.pt"])
 
 
 def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monkeypatch):
     """A notebook that uses Hydra itself (or a @hydra.main job that calls run) keeps its Hydra:
-    run() neither refuses it nor replaces it; a deterministic run gives torch's global
+    run() neither refuses it nor replaces it (its job name and version_base included); a
+    deterministic run gives torch's global
     determinism flag back as it found it."""
     import torch
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_dir, version
     from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.chdir(tmp_path)
@@ -106,7 +133,7 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
     hydra_config = HydraConfig.instance().cfg  # as earlier tests left it (None, or a job's)
     notebook = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)  # the notebook's: the run turns it on
-    with initialize_config_dir(config_dir=str(own), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(own), version_base="1.1", job_name="notebook"):
         results = run(
             [
                 "mode=train",
@@ -117,6 +144,8 @@ def test_run_keeps_the_callers_hydra_and_torch_state(tmp_path, scene_root, monke
             ]
         )
         assert compose("mine").answer == 42
+        assert compose("mine", return_hydra_config=True).hydra.job.name == "notebook"
+        assert str(version.getbase()) == "1.1"  # run() composes under 1.3, and gives it back
     assert results["run_dir"] == str(tmp_path / "run")
     assert HydraConfig.instance().cfg is hydra_config
     assert not torch.are_deterministic_algorithms_enabled()

@@ -7,28 +7,20 @@ results come back as a dict with `run_dir` added.
 A user mistake raises UserError carrying the line the command line prints after `error:`.
 """
 
-import logging
-import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra._internal.callbacks import Callbacks
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig
 
+from finetune.caller_state import caller_state_kept
 from finetune.choices import check_command_line
 from finetune.composition import config_loader, search_path
 from finetune.errors import UserError
 from finetune.tasks import check_config, run_task
-
-# What Lightning's seeding and deterministic mode put in the environment of the process.
-LIGHTNING_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
 
 
 def config_dir() -> Path:
@@ -57,8 +49,12 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     >>> results = run(["experiment=demo", "trainer.max_epochs=1"])
     >>> results["run_dir"], results["val"]["val/acc_mean"]
     """
-    if isinstance(overrides, str):  # run("mode=eval ckpt=x") would compose letter by letter
-        raise TypeError("overrides must be a list of strings, e.g. ['mode=eval', 'ckpt=...']")
+    # run("mode=eval ckpt=x") would compose letter by letter, run({"mode": "eval"}) its keys
+    if overrides is None or isinstance(overrides, str | Mapping):
+        raise TypeError(
+            "overrides must be a list of strings, e.g. ['mode=eval', 'ckpt=...'], not "
+            f"{type(overrides).__name__}"
+        )
     overrides = list(overrides)
     other = next((item for item in overrides if not isinstance(item, str)), None)
     if other is not None:  # a Path alone is no override: ckpt=... says which key it is for
@@ -72,7 +68,7 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"run() takes overrides, not flags ({' '.join(flags)}): sweeps and flags are for the "
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
-    with _caller_state_kept():
+    with caller_state_kept():
         cfg = check_before_running(overrides)  # composed as the command line composes it
         assert cfg is not None  # None only for the flags refused above
         context = HydraContext(
@@ -90,55 +86,6 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     if isinstance(results, UserError):
         raise results
     return {"run_dir": str(job.hydra_cfg.hydra.runtime.output_dir), **(results or {})}
-
-
-@contextmanager
-def _caller_state_kept() -> Iterator[None]:
-    """What a run changes in the process, given back as the caller had it:
-    - the root logger: the run's handlers (its console and finetune.log, set up by Hydra for the
-      job) are closed, so that the notebook's own logging does not go on into that log file;
-    - Hydra's global state: a notebook's own `initialize(...)`, or the @hydra.main job that
-      calls run(), keeps its config loader and HydraConfig;
-    - torch's determinism flag, which a run with trainer.deterministic=true sets for the
-      process (later GPU code in the notebook would otherwise fail on nondeterministic ops);
-    - the environment variables Lightning sets (LIGHTNING_VARIABLES), which would steer the
-      notebook's own later training (torch's own, set when it is imported, stay).
-    The global random generators stay seeded by the run (`seed`), as Lightning leaves them.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    environment = {name: os.environ.get(name) for name in LIGHTNING_VARIABLES}
-    hydra, hydra_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
-    torch = sys.modules.get("torch")  # not imported yet: torch's own defaults
-    determinism = (
-        (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-        )
-        if torch is not None
-        else (False, False)
-    )
-    GlobalHydra.instance().clear()
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        GlobalHydra.instance().clear()
-        if hydra is not None:
-            GlobalHydra.instance().initialize(hydra)
-        HydraConfig.instance().cfg = hydra_config
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        torch = sys.modules.get("torch")  # imported by the run if it got that far
-        if torch is not None:
-            torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
 
 
 def _task_or_user_error(cfg: Any) -> dict[str, Any] | UserError:
