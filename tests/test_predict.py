@@ -12,7 +12,7 @@ from finetune.data.images import find_images
 from finetune.errors import UserError
 from test_evaluate import direct_scores, make_soft_checkpoint
 
-from conftest import assert_run_refuses, run_in_process
+from conftest import assert_run_refuses, run_in_process, run_main
 
 
 @pytest.mark.parametrize(
@@ -131,3 +131,34 @@ def test_broken_inputs_are_one_line(
         "data.loader.num_workers=0",
         *settings,
     )(*words)
+
+
+def test_ctrl_c_while_scoring_exits_130_with_one_line(
+    trained_run, scene_root, user_folder, capsys, monkeypatch
+):
+    """Lightning answers Ctrl-C in its predict loop (eval, predict and analyze all score there)
+    with sys.exit(1): the command line says where it stopped and exits 130, as for training; in
+    Python it is a KeyboardInterrupt, and Ctrl-C works again afterwards."""
+    import signal
+
+    import finetune.inference
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune.inference.Scorer, "predict_step", ctrl_c)
+    command = [
+        "mode=predict",
+        f"ckpt={trained_run / 'best_model.pt'}",
+        f"predict.input={scene_root / 'forest'}",
+        "trainer.enable_progress_bar=false",
+    ]
+    handler = signal.getsignal(signal.SIGINT)
+    result = run_main(*command, "hydra.run.dir=cli", cwd=user_folder, capsys=capsys)
+    said = "interrupted: mode=predict stopped before it finished"
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert said in (user_folder / "cli" / "finetune.log").read_text()
+    with pytest.raises(KeyboardInterrupt, match="mode=predict stopped before it finished"):
+        run_in_process(*command, "hydra.run.dir=api")
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from finetune.checkpoint import LoadedModel, load_checkpoint
+from finetune.errors import ctrl_c_interrupts
 from finetune.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def run_predict(
     with process_flags_restored(full_float32=settings["precision"] == "32-true"):
         trainer = build_trainer(single, run_dir)
         started = time.perf_counter()
-        outputs = trainer.predict(module, dataloaders=loader)
+        with ctrl_c_interrupts(lambda: f"mode={cfg.mode} stopped before it finished"):
+            outputs = trainer.predict(module, dataloaders=loader)
         seconds = time.perf_counter() - started
     return outputs, seconds
 

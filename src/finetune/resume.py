@@ -4,17 +4,14 @@ command that resumes a run stopped with Ctrl-C."""
 
 import logging
 import shlex
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from finetune.errors import UserError
+from finetune.errors import UserError, ctrl_c_interrupts
 from finetune.io import user_path
 from finetune.overrides import path_override
 from finetune.safe_load import weights_only_load
@@ -143,17 +140,6 @@ def user_config_arguments(hydra: DictConfig) -> list[str]:
     return [*folders, *searched]
 
 
-@contextmanager
-def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> Iterator[None]:
-    """Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored
-    from then on: that exit becomes a KeyboardInterrupt carrying resume_hint (the command line
-    says it and exits 130) and Ctrl-C works again (in a notebook, the next cell)."""
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    except SystemExit as stop:
-        if not isinstance(stop.__context__, KeyboardInterrupt):
-            raise
-        if threading.current_thread() is threading.main_thread() and handler is not None:
-            signal.signal(signal.SIGINT, handler)
-        raise KeyboardInterrupt(resume_hint(run_dir, resume)) from None
+def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> AbstractContextManager:
+    """Ctrl-C during training: a KeyboardInterrupt carrying resume_hint (finetune.errors)."""
+    return ctrl_c_interrupts(lambda: resume_hint(run_dir, resume))
