@@ -91,6 +91,7 @@ def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypat
         notebook.warning("a line of the notebook's own")
         log = (tmp_path / "run0" / "finetune.log").read_text()
         assert "mode=eval: writing to" in log and "a line of the notebook's own" not in log
+        assert "[ERROR] - stopped: notes.pt is not a checkpoint" in log  # as the CLI's log says
         assert (tmp_path / "notebook.log").read_text().splitlines() == [
             "before the runs",
             "a line of the notebook's own",

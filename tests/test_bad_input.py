@@ -76,7 +76,7 @@ def test_messy_folder_trains_and_names_every_skipped_file(tmp_path):
         *QUICK,
     )
     log = (run_dir / "finetune.log").read_text(encoding="utf-8")  # what the console showed
-    warnings = [line for line in log.splitlines() if "skipping 4 unreadable" in line]
+    warnings = [line for line in log.splitlines() if "skipping 4 file(s) under" in line]
     assert len(warnings) == 1
     for name in broken:  # the name that is not UTF-8 is logged escaped
         assert name.split("/")[1].encode("utf-8", "backslashreplace").decode() in warnings[0]

@@ -161,19 +161,21 @@ def test_help_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
 def test_lightning_imported_first_still_logs_into_the_run_log(trained_run, tmp_path, monkeypatch):
     """A notebook that imports lightning before any logging is set up leaves Lightning's loggers
     with a console handler of their own and no propagation (lightning/pytorch/__init__.py); a
-    run then still writes Lightning's lines into its finetune.log, and prints them once."""
+    run then still writes Lightning's lines into its finetune.log, and prints them once, and
+    gives the notebook its Lightning loggers back as they were."""
     from conftest import run_in_process
 
+    notebooks = {}
     for name in ("lightning.pytorch", "lightning.fabric"):  # the state that import leaves
         lightning_logger = logging.getLogger(name)
-        monkeypatch.setattr(lightning_logger, "handlers", [logging.StreamHandler()])
+        notebooks[name] = [logging.StreamHandler()]
+        monkeypatch.setattr(lightning_logger, "handlers", notebooks[name])
         monkeypatch.setattr(lightning_logger, "propagate", False)
     run_dir = tmp_path / "eval"
     run_in_process(
         "mode=eval", f"ckpt={trained_run / 'best_model.pt'}", f"hydra.run.dir={run_dir}", *TINY
     )
     assert "GPU available: " in (run_dir / "finetune.log").read_text()
-    assert [logging.getLogger(name).handlers for name in ("lightning", "lightning.pytorch")] == [
-        [],
-        [],
-    ]
+    for name, handlers in notebooks.items():
+        assert logging.getLogger(name).handlers == handlers
+        assert not logging.getLogger(name).propagate

@@ -161,4 +161,5 @@ def test_ctrl_c_while_scoring_exits_130_with_one_line(
     assert said in (user_folder / "cli" / "finetune.log").read_text()
     with pytest.raises(KeyboardInterrupt, match="mode=predict stopped before it finished"):
         run_in_process(*command, "hydra.run.dir=api")
+    assert said in (user_folder / "api" / "finetune.log").read_text()
     assert signal.getsignal(signal.SIGINT) is handler

@@ -51,18 +51,15 @@ def _run(cfg: DictConfig) -> float | None:
     quiet_console()  # on the handlers Hydra has just made: FILE_ONLY keeps lines off the console
     try:
         results = run_task(cfg)
-    except UserError as error:
-        log.error("stopped: %s", error, extra=FILE_ONLY)  # the run's finetune.log says why
+    except UserError as error:  # run_task wrote why into the run's finetune.log
         if not sweeping:
             _fail(str(error))
         # One run of a sweep: say why it stopped and let the others run; the sweep summary
         # lists it as failed and the sweep ends with status 2.
         print(f"error: {error}", file=sys.stderr)
         return None
-    except KeyboardInterrupt as interrupt:  # Ctrl-C; train says how to resume (main exits 130)
-        said = str(interrupt) or f"mode={cfg.mode} stopped before it finished"
-        log.error("interrupted: %s", said, extra=FILE_ONLY)
-        print(f"interrupted: {said}", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, said in finetune.log (main exits 130)
+        print(f"interrupted: {interrupt}", file=sys.stderr)
         raise
     except Exception as error:
         if not sweeping:

@@ -48,10 +48,23 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def run_task(cfg: DictConfig) -> dict:
-    """Check the config, then run the task it names, turning library errors into one line.
+    """Check the config, then run the task it names, turning library errors into one line; the
+    run's finetune.log ends with why it stopped, for the command line and run() alike.
 
     The checks come before the task's import (torch and Lightning, 5 s): a mistyped value or a
     missing ckpt answers in a second."""
+    try:
+        return _checked_and_run(cfg)
+    except UserError as error:
+        log.error("stopped: %s", error, extra=FILE_ONLY)
+        raise
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: training's says how to resume
+        said = str(interrupt) or f"mode={cfg.mode} stopped before it finished"
+        log.error("interrupted: %s", said, extra=FILE_ONLY)
+        raise KeyboardInterrupt(said) from None
+
+
+def _checked_and_run(cfg: DictConfig) -> dict:
     check_config(cfg)
     task = _task(cfg.mode)
     quiet_console()  # after the import: importing Lightning adds the console handler it removes
