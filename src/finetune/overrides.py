@@ -83,9 +83,10 @@ def path_override(key: str, path: object) -> str:
 
 
 def unexpanded_tilde(key: str, folder: str) -> str:
-    """The line for a run folder given as ~/...: Hydra does not expand ~, the shell did not."""
+    """The line for a run folder given as ~/...: Hydra does not expand ~, the shell did not. The
+    full path it suggests works typed in a shell and in run()'s list alike ($HOME would not)."""
     tilde = Path(folder).parts[0]  # ~ or ~user
-    full = "$HOME" + folder[1:] if tilde == "~" else os.path.expanduser(folder)
+    full = os.path.expanduser(folder)
     return (
         f"{key}={folder}: Hydra does not expand ~ and would make a folder named {tilde} here; "
         f"write the full path, as in {key}={full}"
