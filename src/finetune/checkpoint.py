@@ -121,7 +121,8 @@ def exported_model_message(path: Path | str, export_format: str) -> str:
     label, runner = EXPORTED[export_format]
     return (
         f"ckpt={path} is a model exported to {label} (mode=export), not a checkpoint: "
-        "mode=eval, predict and analyze take the best_model.pt (or a .ckpt) of a training run; "
+        "mode=eval, predict, analyze and export take the best_model.pt (or a .ckpt) of a "
+        "training run; "
         f"run {path.name} itself with {runner} as {guide} describes"
     )
 
