@@ -203,7 +203,7 @@ def split_readable(
     the items that decode and {item: reason} for those whose data is broken. A file that cannot
     be read at all (permissions, too many open files, ...) raises a UserError naming it."""
     if items:
-        log.info("checking that %d images decode ...", len(items))
+        log.info("checking that %d image(s) decode ...", len(items))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         problems = list(pool.map(_decode_problem, [Path(root) / item for item in items]))
     keep = [i for i, problem in enumerate(problems) if problem is None]
