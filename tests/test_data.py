@@ -343,7 +343,7 @@ def test_broken_data_of_every_kind_counts_as_not_an_image(tmp_path, monkeypatch)
     keep, bad = split_readable(tmp_path, ["good.png", "truncated.png", "bomb.png"])
     assert keep == [0]
     assert set(bad) == {"truncated.png", "bomb.png"}
-    assert "more than PIL's decompression-bomb limit of 4,000 px" in bad["bomb.png"]
+    assert "too large: more than 8,000 px, PIL's decompression-bomb limit" in bad["bomb.png"]
 
 
 def test_a_strip_longer_than_fifty_widths_is_skipped_before_its_resize_takes_gigabytes(tmp_path):
@@ -354,8 +354,8 @@ def test_a_strip_longer_than_fifty_widths_is_skipped_before_its_resize_takes_gig
     keep, bad = split_readable(tmp_path, list(sizes))
     assert keep == [2]  # 50 times as long as wide is still used
     assert bad == {
-        "strip.png": "20000 x 1 px: longer than 50 times its width",
-        "tall.png": "2 x 101 px: longer than 50 times its width",
+        "strip.png": "20000 x 1 px: its longer side is more than 50 times its shorter side",
+        "tall.png": "2 x 101 px: its longer side is more than 50 times its shorter side",
     }
 
 

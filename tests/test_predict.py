@@ -163,3 +163,31 @@ def test_ctrl_c_while_scoring_exits_130_with_one_line(
         run_in_process(*command, "hydra.run.dir=api")
     assert said in (user_folder / "api" / "finetune.log").read_text()
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_photo_pil_reads_but_warns_about_is_scored_without_alarm(
+    trained_run, scene_root, user_folder, monkeypatch, recwarn
+):
+    """PIL warns about an image over MAX_IMAGE_PIXELS and refuses one over twice that: every
+    run (not only the first of a process) scores the first quietly and skips the second."""
+    from PIL import Image
+
+    folder = user_folder / "photos"
+    folder.mkdir()
+    shutil.copy(next((scene_root / "forest").glob("*.jpg")), folder / "photo.jpg")  # 40 x 40
+    Image.new("RGB", (64, 64)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 px: warned; 4,096 px: refused
+    for number in (1, 2):
+        run = user_folder / f"run{number}"
+        results = run_in_process(
+            "mode=predict",
+            f"ckpt={trained_run / 'best_model.pt'}",
+            f"predict.input={folder}",
+            f"hydra.run.dir={run}",
+            "trainer.enable_progress_bar=false",
+        )
+        assert results["n"] == 1 and results["skipped"] == ["huge.png"]
+        assert (
+            "huge.png (too large: more than 2,000 px, PIL's" in (run / "finetune.log").read_text()
+        )
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

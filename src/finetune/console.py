@@ -59,6 +59,14 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         r"lightning\.pytorch\.trainer\.call\Z",
     ),
+    # PIL warns (a DecompressionBombWarning) about an image of more than MAX_IMAGE_PIXELS, which
+    # it still reads (a 96 MP photo), and refuses one of more than twice that: the refusal is
+    # said as the reason the file is skipped, and a photo it reads is used without alarm
+    (
+        r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels, could be decompression bomb",
+        RuntimeWarning,
+        r"PIL\.Image\Z",
+    ),
 )
 
 

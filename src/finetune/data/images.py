@@ -4,7 +4,6 @@ import errno
 import logging
 import os
 import struct
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,14 +20,10 @@ IMAGE_SUFFIXES = {
     *(".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
     *(".ppm", ".pgm", ".pbm", ".pnm"),  # Netpbm: colour, gray, black and white, any
 }
-# Longest side over shortest side of an image that is used. Resizing the short side to
-# data.resize_size takes memory in proportion (a 1 x 20000 px strip at 256 px: 5 GB), and a
-# center crop of a longer strip shows under 2 % of it.
+# The longer side over the shorter side of an image that is used, at most. Resizing the short
+# side to data.resize_size takes memory in proportion (a 1 x 20000 px strip at 256 px: 5 GB),
+# and a center crop of a longer strip shows under 2 % of it.
 MAX_ASPECT = 50
-# PIL warns about an image of more than half its decompression-bomb limit (a 96 MP photo) and
-# refuses one over it: the refusal is said once, as the reason the file is skipped; a photo
-# under the limit is used, and the warning would only alarm.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def is_image_name(path: Path) -> bool:
@@ -165,22 +160,28 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Decom
 
 
 def _decode_problem(path: Path) -> str | None:
-    """None if `path` decodes to an image no more than MAX_ASPECT times as long as it is wide,
-    else why it cannot be used; an I/O error is a UserError, since skipping would silently drop
-    images that are fine (a whole class, for a permission error)."""
+    """None if `path` decodes to an image whose longer side is at most MAX_ASPECT times its
+    shorter side, else why it cannot be used; an I/O error is a UserError, since skipping would
+    silently drop images that are fine (a whole class, for a permission error)."""
     if path.is_symlink() and not path.exists():  # e.g. git-annex or DVC data not fetched yet
         raise UserError(
             f"{path} is a link to {os.readlink(path)}, which does not exist: fetch the data it "
             "points to (git annex get, dvc pull, ...) or remove the link"
         )
     try:
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as image:  # the header: the size, before the pixels are decoded
             width, height = image.size
-    except DecompressionBombError:
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                return (
+                    f"{width} x {height} px: its longer side is more than {MAX_ASPECT} times "
+                    "its shorter side"
+                )
+            image.load()
+        return None
+    except DecompressionBombError:  # PIL refuses more than twice MAX_IMAGE_PIXELS
         return (
-            f"too large: more than PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} "
-            "px (PIL.Image.MAX_IMAGE_PIXELS); downscale it"
+            f"too large: more than {2 * Image.MAX_IMAGE_PIXELS:,} px, PIL's decompression-bomb "
+            "limit (twice PIL.Image.MAX_IMAGE_PIXELS); downscale it"
         )
     except DECODE_ERRORS as error:
         if isinstance(error, OSError) and error.errno is not None:
@@ -191,9 +192,6 @@ def _decode_problem(path: Path) -> str | None:
             ) from None
         detail = str(error).splitlines()[0] if str(error) else ""
         return f"{type(error).__name__}: {detail}".rstrip(": ")
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        return f"{width} x {height} px: longer than {MAX_ASPECT} times its width"
-    return None
 
 
 def split_readable(
