@@ -1,6 +1,5 @@
 """Small data in the real formats, a stand-in for the ImageNet weights, and a CLI runner."""
 
-import logging
 import os
 import pickle
 import socket
@@ -192,17 +191,15 @@ def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess
     subprocess tests of test_cli, test_console, test_train and test_report keep that)."""
     import gc
 
-    from hydra.core.global_hydra import GlobalHydra
-
     from finetune.__main__ import main
+    from finetune.caller_state import caller_state_kept
 
     saved_argv, saved_cwd = sys.argv, Path.cwd()
-    root = logging.getLogger()
-    saved_handlers = list(root.handlers)  # a process's exit would close the run's log files
     sys.argv = ["finetune", *argv]
     os.chdir(cwd)
     try:
-        main()
+        with caller_state_kept():  # what the process's exit would end: logging, Hydra, ...
+            main()
         returncode = 0
     except SystemExit as stopped:
         returncode = stopped.code if isinstance(stopped.code, int) else 1
@@ -210,10 +207,6 @@ def run_main(*argv: str, cwd: Path, capsys: pytest.CaptureFixture) -> subprocess
         sys.argv = saved_argv
         os.chdir(saved_cwd)
         gc.unfreeze()  # main() freezes the collector for the interpreter's exit
-        GlobalHydra.instance().clear()
-        for handler in set(root.handlers) - set(saved_handlers):
-            handler.close()
-        root.handlers[:] = saved_handlers
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(list(argv), returncode, captured.out, captured.err)
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import logging.handlers
 import os
 import shutil
 import subprocess
@@ -73,6 +74,8 @@ def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypat
     notebook = logging.getLogger("notebook")
     own_file = logging.FileHandler(tmp_path / "notebook.log", mode="w")
     notebook.addHandler(own_file)
+    buffered = logging.handlers.MemoryHandler(1, target=logging.FileHandler(tmp_path / "mem.log"))
+    notebook.addHandler(buffered)
     lightning = logging.getLogger("lightning.pytorch")  # as imported before any handler: its own
     lightning_console = logging.StreamHandler()
     lightning.addHandler(lightning_console)
@@ -86,19 +89,21 @@ def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypat
             with pytest.raises(UserError):
                 run(["mode=eval", "ckpt=notes.pt", f"hydra.run.dir={run_dir}", *logging_setting])
             assert logging.getLogger().handlers == before
-            assert notebook.handlers == [own_file] and not notebook.disabled
+            assert notebook.handlers == [own_file, buffered] and not notebook.disabled
             assert lightning_console in lightning.handlers and not lightning.propagate
         notebook.warning("a line of the notebook's own")
         log = (tmp_path / "run0" / "finetune.log").read_text()
         assert "mode=eval: writing to" in log and "a line of the notebook's own" not in log
         assert "[ERROR] - stopped: notes.pt is not a checkpoint" in log  # as the CLI's log says
-        assert (tmp_path / "notebook.log").read_text().splitlines() == [
-            "before the runs",
-            "a line of the notebook's own",
-        ]
+        for own_log in ("notebook.log", "mem.log"):
+            assert (tmp_path / own_log).read_text().splitlines() == [
+                "before the runs",
+                "a line of the notebook's own",
+            ]
     finally:
-        notebook.removeHandler(own_file)
-        own_file.close()
+        for handler in (own_file, buffered):
+            notebook.removeHandler(handler)
+            handler.close()
         lightning.handlers[:], lightning.propagate = lightning_state
 
 

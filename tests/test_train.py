@@ -436,10 +436,7 @@ def test_ctrl_c_says_how_to_resume_and_the_resumed_run_equals_an_uninterrupted_o
     with as_user_in(tmp_path):
         got = train_in_process(resumed_dir, *argv[3:])
     assert logged_epochs(resumed_dir) == [1]  # it ran the second epoch only
-    assert (
-        "[2/3] training 1 epoch(s) more, to 2 in all on "
-        in (resumed_dir / "finetune.log").read_text()
-    )
+    assert "[2/3] training 1 more epoch(s) of 2 on " in (resumed_dir / "finetune.log").read_text()
     assert "[2/3] training 2 epoch(s) on " in (uninterrupted / "finetune.log").read_text()
     assert logged_epochs(uninterrupted) == [0, 1]
     assert (resumed_dir / "split.csv").read_text() == (uninterrupted / "split.csv").read_text()

@@ -9,7 +9,7 @@ A user mistake raises UserError carrying the line the command line prints after 
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra._internal.callbacks import Callbacks
 from hydra.core.utils import run_job
@@ -69,8 +69,7 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
     with caller_state_kept():
-        cfg = check_before_running(overrides)  # composed as the command line composes it
-        assert cfg is not None  # None only for the flags refused above
+        cfg = cast(DictConfig, check_before_running(overrides))  # None only for flags
         context = HydraContext(
             config_loader=config_loader(search_path(config_dir())), callbacks=Callbacks(cfg)
         )

@@ -3,10 +3,12 @@ notebook, a script or a @hydra.main job that goes on afterwards.
 
 - logging: every logger's handlers, level, filters, `propagate` and `disabled` (the run's job
   logging replaces the root's handlers and may disable existing loggers; the console set-up
-  takes Lightning's own handler away). The run's handlers (its console and finetune.log) are
+  takes Lightning's own handler away; loggers made during the run, Lightning's if the run
+  imported it, stay as the run left them). The run's handlers (its console and finetune.log) are
   closed, so that the notebook's later lines do not go on into that log file. Hydra's logging
   set-up closes every open handler: a caller's file opened with mode "w" would never reopen
-  (Python will not empty it again), so it goes on in mode "a", after its earlier lines;
+  (Python will not empty it again), so it goes on in mode "a", after its earlier lines, and a
+  MemoryHandler gets back the target that closing took from it;
 - the warning filters the console set-up adds;
 - Hydra's global state: a notebook's own `initialize(...)`, or the @hydra.main job that calls
   run(), keeps its config loader, HydraConfig, job name and version_base;
@@ -19,6 +21,7 @@ The global random generators stay seeded by the run (`seed`), as Lightning leave
 """
 
 import logging
+import logging.handlers
 import os
 import sys
 import warnings
@@ -49,26 +52,39 @@ def caller_state_kept() -> Iterator[None]:
 def _logging_kept() -> Iterator[None]:
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     kept = {
-        logger: (list(logger.handlers), logger.level, list(logger.filters), logger.propagate)
+        logger: (
+            list(logger.handlers),
+            logger.level,
+            list(logger.filters),
+            logger.propagate,
+            logger.disabled,
+        )
         for logger in loggers
         if isinstance(logger, logging.Logger)
     }
-    disabled = {logger: logger.disabled for logger in kept}
+    handlers_kept = {handler for handlers, *_ in kept.values() for handler in handlers}
+    targets = {  # closing a MemoryHandler drops its target
+        handler: handler.target
+        for handler in handlers_kept
+        if isinstance(handler, logging.handlers.MemoryHandler)
+    }
     try:
         yield
     finally:
-        for logger, (handlers, level, filters, propagate) in kept.items():
+        for logger, (handlers, level, filters, propagate, disabled) in kept.items():
             for handler in logger.handlers:
                 if handler not in handlers:
                     handler.close()
-            for handler in handlers:
-                if isinstance(handler, logging.FileHandler) and handler.mode == "w":
-                    handler.mode = "a"  # reopened at its next line, after what it holds
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.filters[:] = filters
             logger.propagate = propagate
-            logger.disabled = disabled[logger]
+            logger.disabled = disabled
+        for handler in handlers_kept:
+            if isinstance(handler, logging.FileHandler) and handler.mode == "w":
+                handler.mode = "a"  # reopened at its next line, after what it holds
+        for handler, target in targets.items():
+            handler.setTarget(target)
 
 
 @contextmanager

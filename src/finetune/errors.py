@@ -17,11 +17,12 @@ class WeightsUnavailable(UserError):
 
 
 @contextmanager
-def ctrl_c_interrupts(say: Callable[[], str]) -> Iterator[None]:
+def ctrl_c_interrupts(say: Callable[[], str] | None = None) -> Iterator[None]:
     """Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored
-    from then on: that exit becomes a KeyboardInterrupt carrying say() (the command line prints
-    it and exits 130; in a notebook it is the usual KeyboardInterrupt), and Ctrl-C works again
-    (in a notebook, the next cell)."""
+    from then on: that exit becomes a KeyboardInterrupt carrying say() (without `say`, none:
+    finetune.tasks.run_task says which mode stopped; the command line prints it and exits 130,
+    in a notebook it is the usual KeyboardInterrupt), and Ctrl-C works again (in a notebook,
+    the next cell)."""
     handler = signal.getsignal(signal.SIGINT)
     try:
         yield
@@ -30,4 +31,4 @@ def ctrl_c_interrupts(say: Callable[[], str]) -> Iterator[None]:
             raise
         if threading.current_thread() is threading.main_thread() and handler is not None:
             signal.signal(signal.SIGINT, handler)
-        raise KeyboardInterrupt(say()) from None
+        raise KeyboardInterrupt(say() if say else "") from None

@@ -130,7 +130,7 @@ def run_predict(
     with process_flags_restored(full_float32=settings["precision"] == "32-true"):
         trainer = build_trainer(single, run_dir)
         started = time.perf_counter()
-        with ctrl_c_interrupts(lambda: f"mode={cfg.mode} stopped before it finished"):
+        with ctrl_c_interrupts():
             outputs = trainer.predict(module, dataloaders=loader)
         seconds = time.perf_counter() - started
     return outputs, seconds

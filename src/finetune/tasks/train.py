@@ -68,8 +68,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     settings = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in RESUMED_KEYS}
     data_cfg = settings["data"]
     data_cfg["root"] = str(data_root(data_cfg))  # kept in the checkpoints: valid from anywhere
+    epochs_done = 0
     if resume:
         resumed = resumed_settings(resume, settings)
+        epochs_done = resumed["epochs_done"]
         settings = {group: resumed[group] for group in RESUMED_KEYS}
         data_cfg = settings["data"]
         earlier = resume.parent.parent / MANIFEST
@@ -92,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if epochs is None or epochs < 0:  # -1: no epoch limit
         length = "until trainer.max_steps or trainer.max_time"
     elif resume:
-        length = f"{max(epochs - resumed['epochs_done'], 0)} epoch(s) more, to {epochs} in all"
+        length = f"{max(epochs - epochs_done, 0)} more epoch(s) of {epochs}"
     else:
         length = f"{epochs} epoch(s)"
     _phase(
