@@ -15,7 +15,7 @@ import yaml
 from finetune import run
 from finetune.errors import UserError
 
-from conftest import REPO, TINY, assert_one_line_error, run_cli
+from conftest import REPO, TINY, assert_one_line_error, run_cli, run_main
 
 TRAIN = [
     "data.split.test=12",
@@ -44,7 +44,9 @@ def test_run_trains_and_evaluates_like_the_cli(tmp_path, scene_root, monkeypatch
     assert json.loads((eval_dir / "metrics.json").read_text())["map"] == evaluated["map"]
 
 
-def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
+def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch, capsys):
+    """run() writes the .hydra/ files the command line writes: the same config, overrides and
+    Hydra record (hydra.mode=RUN among Hydra's overrides included), but for the run folder."""
     monkeypatch.chdir(tmp_path)
     not_a_checkpoint = tmp_path / "notes.pt"  # refused by the task, after Hydra wrote the config
     not_a_checkpoint.write_text("not a checkpoint")
@@ -56,11 +58,16 @@ def test_api_config_equals_the_cli_config(tmp_path, scene_root, monkeypatch):
         *TINY,
     ]
     with pytest.raises(UserError):
-        run([f"hydra.run.dir={tmp_path / 'api'}", *overrides])
-    cli = run_cli("--cfg", "job", *overrides, cwd=tmp_path)
-    assert cli.returncode == 0, cli.stderr
-    api = yaml.safe_load((tmp_path / "api" / ".hydra" / "config.yaml").read_text())
-    assert api == yaml.safe_load(cli.stdout)
+        run([*overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+    (tmp_path / "run").rename(tmp_path / "api")
+    cli = run_main(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, capsys=capsys)
+    assert cli.returncode == 2, cli.stderr
+    for record in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        api, command_line = (
+            yaml.safe_load((tmp_path / made / ".hydra" / record).read_text())
+            for made in ("api", "run")
+        )
+        assert api == command_line, record
 
 
 def test_the_notebooks_own_logging_stays_out_of_the_runs_log(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from hydra._internal.callbacks import Callbacks
 from hydra.core.utils import run_job
-from hydra.types import HydraContext, RunMode
+from hydra.types import HydraContext
 from omegaconf import DictConfig
 
 from finetune.caller_state import caller_state_kept
@@ -69,11 +69,11 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             f"command line, as in python -m finetune {' '.join(overrides)}"
         )
     with caller_state_kept():
-        cfg = cast(DictConfig, check_before_running(overrides))  # None only for flags
+        # hydra.mode=RUN: what Hydra's command line adds to a run's overrides (its hydra.yaml)
+        cfg = cast(DictConfig, check_before_running([*overrides, "hydra.mode=RUN"]))
         context = HydraContext(
             config_loader=config_loader(search_path(config_dir())), callbacks=Callbacks(cfg)
         )
-        cfg.hydra.mode = RunMode.RUN
         job = run_job(
             task_function=_task_or_user_error,
             config=cfg,
