@@ -231,3 +231,21 @@ def test_run_from_a_non_editable_install(tmp_path):
     said = json.loads(result.stdout.strip().splitlines()[-1])
     assert said["file"].startswith(str(target))
     assert said["error"].startswith("ckpt is not set")
+
+
+class HookSpy:
+    """A Hydra callback of a user's own (hydra.callbacks): it records the hooks called."""
+
+    called: list[str] = []
+
+    def __getattr__(self, hook: str):
+        return lambda **kwargs: HookSpy.called.append(hook)
+
+
+def test_a_users_hydra_callbacks_see_every_hook_of_a_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    HookSpy.called.clear()
+    (tmp_path / "notes.pt").write_text("not a checkpoint")  # the task stops at it
+    with pytest.raises(UserError):
+        run(["mode=eval", "ckpt=notes.pt", "+hydra.callbacks.spy._target_=test_api.HookSpy"])
+    assert HookSpy.called == ["on_run_start", "on_job_start", "on_job_end", "on_run_end"]

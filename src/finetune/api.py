@@ -71,9 +71,9 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
     with caller_state_kept():
         # hydra.mode=RUN: what Hydra's command line adds to a run's overrides (its hydra.yaml)
         cfg = cast(DictConfig, check_before_running([*overrides, "hydra.mode=RUN"]))
-        context = HydraContext(
-            config_loader=config_loader(search_path(config_dir())), callbacks=Callbacks(cfg)
-        )
+        callbacks = Callbacks(cfg)  # a user's hydra.callbacks, called as Hydra's run calls them
+        context = HydraContext(config_loader(search_path(config_dir())), callbacks)
+        callbacks.on_run_start(config=cfg, config_name="config")
         job = run_job(
             task_function=_task_or_user_error,
             config=cfg,
@@ -81,6 +81,7 @@ def run(overrides: Sequence[str] = ()) -> dict[str, Any]:
             job_subdir_key=None,
             hydra_context=context,
         )
+        callbacks.on_run_end(config=cfg, config_name="config", job_return=job)
     results = job.return_value  # a bug in the task re-raises here, as under the CLI
     if isinstance(results, UserError):
         raise results
