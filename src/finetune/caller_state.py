@@ -73,7 +73,7 @@ def _logging_kept() -> Iterator[None]:
     finally:
         for logger, (handlers, level, filters, propagate, disabled) in kept.items():
             for handler in logger.handlers:
-                if handler not in handlers:
+                if handler not in handlers_kept:  # the run's own (its console, finetune.log)
                     handler.close()
             logger.handlers[:] = handlers
             logger.setLevel(level)
