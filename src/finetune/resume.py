@@ -140,6 +140,6 @@ def user_config_arguments(hydra: DictConfig) -> list[str]:
     return [*folders, *searched]
 
 
-def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> AbstractContextManager:
+def ctrl_c_says_how_to_resume(run_dir: Path, resume: Path | None) -> AbstractContextManager[None]:
     """Ctrl-C during training: a KeyboardInterrupt carrying resume_hint (finetune.errors)."""
     return ctrl_c_interrupts(lambda: resume_hint(run_dir, resume))
