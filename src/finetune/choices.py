@@ -10,6 +10,7 @@ line), and says the first problem in one line. Only hydra and omegaconf are impo
 """
 
 import argparse
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,9 +164,8 @@ def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         raise UserError(f"{message} (python -m finetune --help lists the flags)")
 
     parser.error = refuse  # type: ignore[method-assign]
-    asked = any(item.startswith("--v") for item in argv)  # --version, or argparse's --vers
     for action in parser._actions:  # --version: this package's, not only Hydra's
-        if "--version" in action.option_strings and asked:  # reading metadata takes 10 ms
+        if "--version" in action.option_strings:
             action.version = _versions()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the version on one line
     args = parser.parse_args(list(argv))
@@ -178,8 +178,10 @@ def _parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+@functools.cache
 def _versions() -> str:
-    """`finetune X (Hydra Y, torch Z, ...)`, read from the installed metadata: no import."""
+    """`finetune X (Hydra Y, torch Z, ...)`, read from the installed metadata: no import (10 ms,
+    once per process: run() and the tests parse many command lines)."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str:
