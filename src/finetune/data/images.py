@@ -42,9 +42,18 @@ def list_images(folder: Path) -> list[Path]:
     this package reads (a class folder, predict.input, an ImageNet folder). Images deeper down
     are not read (`images_below` finds them, to say so). A link whose target is missing is
     listed, so that the decode check names it instead of the image silently going missing."""
-    return sorted(
-        p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and is_image_name(p)
+    return _listing(folder)[0]
+
+
+def _listing(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The files directly inside `folder` (links too), hidden ones left out, sorted: those that
+    are images by name (list_images) and the others."""
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
     )
+    return [p for p in files if is_image_name(p)], [p for p in files if not is_image_name(p)]
 
 
 def images_below(folder: Path) -> list[Path]:
@@ -80,7 +89,7 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
         return path.parent, [path.name]
     if not path.is_dir():
         raise UserError(f"{key}={path} does not exist: pass an image file or a folder of images")
-    images, deeper = list_images(path), images_below(path)
+    (images, others), deeper = _listing(path), images_below(path)
     if not images:
         hint = f" (its {deeper_note(deeper, path)}: pass one of those folders)" if deeper else ""
         raise UserError(f"{key}={path} holds no image files directly inside it{hint}")
@@ -92,8 +101,6 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
             key,
             path,
         )
-    others = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    others = [name for name in others if not is_image_name(Path(name))]
     if others:
         log.warning(
             "ignoring %d file(s) in %s=%s that are not images by their suffix, e.g. %s (image "
@@ -101,7 +108,7 @@ def find_images(path: Path, key: str) -> tuple[Path, list[str]]:
             len(others),
             key,
             path,
-            ", ".join(others[:3]),
+            ", ".join(other.name for other in others[:3]),
             ", ".join(sorted(IMAGE_SUFFIXES)),
         )
     return path, [image.name for image in images]
