@@ -199,10 +199,73 @@ def test_mistakes_are_user_errors(trained_run, overrides, pattern, tmp_path):
 
 
 def test_spectrum_plot_leaves_out_rounding_noise():
-    figure = spectrum_figure("m", {"a": np.array([4.0, 1.0, 1e-17, -1e-16]), "b": np.ones(3)})
+    spectra = {
+        ("fine-tuned", "a"): np.array([4.0, 1.0, 1e-17, -1e-16]),
+        ("pretrained", "b"): np.ones(3),
+    }
+    figure = spectrum_figure("m", spectra)
     lines = figure.axes[0].get_lines()
     assert [len(line.get_xdata()) for line in lines] == [2, 3]
     assert figure.axes[0].get_yscale() == "log"
+
+
+def test_spectrum_plot_pairs_lines_and_shows_single_points():
+    """One colour per dataset, solid fine-tuned and dashed pretrained: identical spectra (module
+    `x`, a frozen backbone) stay visible as a pair; 2 images (rank 1) give one point per line,
+    which only a marker shows; the legend says what its counts are."""
+    one_point = np.array([2.0, 0.0, 0.0])
+    figure = spectrum_figure(
+        "x",
+        {
+            ("fine-tuned", "a"): one_point,
+            ("pretrained", "a"): one_point,
+            ("fine-tuned", "b"): np.ones(3),
+            ("pretrained", "b"): np.ones(3),
+        },
+    )
+    axes = figure.axes[0]
+    lines = axes.get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [1, 1, 3, 3]
+    assert all(line.get_marker() not in (None, "", " ", "None") for line in lines)
+    colours = [line.get_color() for line in lines]
+    assert colours[0] == colours[1] != colours[2] == colours[3]
+    assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
+    legend = axes.get_legend()
+    assert legend.get_title().get_text() == "model / dataset: eigenvalues drawn (> 0) of channels"
+    assert legend.get_texts()[0].get_text() == "fine-tuned / a: 1 of 3"
+    alone = spectrum_figure("x", {("fine-tuned", "a"): one_point}).axes[0]
+    low, high = alone.get_xlim()
+    assert [tick for tick in alone.get_xticks() if low <= tick <= high] == [1]  # not 0.95, ...
+
+
+def test_imagenet_folder_flat_in_synset_folders_or_mixed(imagenet_root, tmp_path):
+    """Analysis needs no labels: the images directly inside the folder and in its (synset)
+    sub-folders are all read, in sorted order; hidden files and folders are not."""
+    import shutil
+
+    from finetune.data.imagenet_val import imagenet_items
+    from finetune.data.samples import imagenet_sample
+
+    files = sorted(imagenet_root.iterdir())
+    root = tmp_path / "val"
+    expected = []
+    for i, file in enumerate(files):  # two loose files, then two synset folders of two
+        synset = f"n0144076{i % 2}" if i >= 2 else ""
+        (root / synset).mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, root / synset / file.name)
+        expected.append(f"{synset}/{file.name}".lstrip("/"))
+    (root / ".cache").mkdir()
+    shutil.copy(files[0], root / ".cache" / files[0].name)
+    shutil.copy(files[0], root / "n01440760" / "._ILSVRC2012_val_00000009.JPEG")
+    assert imagenet_items(root) == (sorted(expected), [-1] * 6)
+    for name in expected[:2]:  # valprep's layout: every image in its synset folder
+        (root / name).rename(root / "n01440761" / name)
+    items, _ = imagenet_items(root)
+    assert len(items) == 6 and all(item.startswith("n0144076") for item in items)
+    transform = eval_transform(32, 32, [0.5] * 3, [0.25] * 3)
+    sample = imagenet_sample(root, transform, count=4, seed=0)
+    assert len(sample) == 4 and set(sample.items) <= set(items)
+    assert sample[0][0].shape == (3, 32, 32)
 
 
 # -- in-process runs: data relocation, absent vs broken inputs, precision ----------------------
@@ -386,6 +449,17 @@ def broken_input(kind: str, folder: Path, cifar_root: Path, imagenet_root: Path)
         with (broken / "test_batch").open("wb") as handle:
             pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2]}, handle)
         return [f"analysis.cifar_root={broken}"]
+    if kind == "cifar folder without test_batch":
+        broken = shutil.copytree(cifar_root, folder / "cifar-10-batches-py")
+        (broken / "test_batch").unlink()
+        return [f"analysis.cifar_root={broken}"]
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "imagenet root is a file":
+        (folder / "val.txt").write_text("ILSVRC2012_val_00000001.JPEG\n")
+        return [f"analysis.imagenet_root={folder / 'val.txt'}"]
+    if kind == "cifar root is an archive":
+        (folder / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b")
+        return [f"analysis.cifar_root={folder / 'cifar-10-python.tar.gz'}"]
     if kind == "imagenet folder missing":
         return [f"analysis.imagenet_root={folder / 'no-imagenet'}"]
     assert kind == "cifar folder missing"
@@ -396,6 +470,12 @@ BROKEN = {
     "planted weights": r"refusing .*resnet18-f37072fd\.pth",
     "corrupt cifar batch": r"test_batch is not a CIFAR-10 python batch",
     "cifar batch with too few labels": r"test_batch has 2 labels for 4 images",
+    # analyze reads test_batch only: the message does not ask for the training batches
+    "cifar folder without test_batch": r"test_batch is missing: analysis\.cifar_root must be the "
+    r"cifar-10-batches-py folder \(only its test_batch is read\)$",
+    "imagenet root is a file": r"analysis\.imagenet_root=.*val\.txt is a file, not a folder",
+    "cifar root is an archive": r"analysis\.cifar_root=.*cifar-10-python\.tar\.gz is an archive: "
+    "unpack it and give the folder",
     "imagenet folder missing": r"analysis\.imagenet_root=.*no-imagenet does not exist",
     "cifar folder missing": r"analysis\.cifar_root=.*no-cifar does not exist",
 }
@@ -499,3 +579,61 @@ def test_auto_modules_and_pretrained_follow_the_checkpoint_arch(
     ) as error:
         analyze_run(f"ckpt={ckpt}", "analysis.modules=[layer1.0.conv1]")
     assert "layer" not in str(error.value).split("include")[1]  # no ResNet names offered
+
+
+def test_eigenvalue_tables_list_at_most_the_channels(quick_analysis):
+    """analysis.top_k=1000 of 64 channels lists 64 eigenvalues; 4 images give at most 3 above
+    0, and the rest are listed as 0 (rounding noise, never a negative)."""
+    from finetune.reports.analysis_report import summary_markdown
+
+    summary = summary_markdown({**quick_analysis, "top_k": 1000})
+    assert "top-1000" not in summary
+    assert "| top-64 eigenvalues |" in summary and "| top-128 eigenvalues |" in summary
+    table = summary.split("### layer1.0.conv1")[1].split("### ")[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| fine-tuned")]
+    values = [float(value) for value in rows[0][2].split(", ")]
+    assert len(values) == 64 and min(values) >= 0
+    assert all(value > 0 for value in values[:3]) and values[3:] == [0.0] * 61
+
+
+def test_reports_record_what_was_used(trained_run, torch_home, tmp_path, monkeypatch):
+    """A relative ckpt is recorded absolute; analysis.num_images beyond the split's 12 test
+    images is recorded as asked, beside the count read; a 2-D output (fc) is headed as one."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.chdir(trained_run.parent)
+    quick = [o for o in QUICK if not o.startswith(("analysis.num_images", "analysis.modules"))]
+    run_dir = tmp_path / "analysis"
+    payload = run(
+        [
+            "mode=analyze",
+            f"ckpt={trained_run.name}/best_model.pt",
+            "analysis.num_images=100",
+            "analysis.modules=[layer1.0.conv1,fc]",
+            f"hydra.run.dir={run_dir}",
+            *quick,
+        ]
+    )
+    ckpt = str((trained_run / "best_model.pt").resolve())
+    stats = json.loads((run_dir / "feature_stats.json").read_text())
+    assert payload["checkpoint"] == stats["checkpoint"] == ckpt
+    assert stats["num_images"] == 100 and stats["datasets"]["scenes-test"]["num_images"] == 12
+    assert {record["num_images"] for record in stats["results"]} == {12}
+    summary = (run_dir / "analysis.md").read_text()
+    assert "images per dataset: scenes-test 12 (analysis.num_images=100," in summary
+    assert "### layer1.0.conv1 (64 channels of 8 x 8 maps)" in summary
+    assert "### fc (6 channels, a 2-D output: no maps)" in summary
+
+
+def test_feature_stats_json_is_written_last(quick_analysis, tmp_path, monkeypatch):
+    """mode=report takes feature_stats.json as the sign that the analyze step is done: a run
+    stopped (Ctrl-C) while it writes analysis.md, its last other report, leaves none behind."""
+    from finetune.reports import analysis_report
+
+    def interrupted(path, text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis_report, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        analysis_report.write_analysis_reports(tmp_path, quick_analysis)
+    assert list((tmp_path / "figures").glob("spectrum_*.png"))
+    assert not (tmp_path / "feature_stats.json").exists()

@@ -229,3 +229,16 @@ def test_lightning_predict_loop_equals_numpy(net, images, tmp_path, precision):
         assert stats.nonpositive_fraction == pytest.approx(fraction, abs=1e-6)
         np.testing.assert_allclose(stats.covariance(), covariance, rtol=0, atol=1e-6 * scale)
         np.testing.assert_allclose(stats.eigenvalues(), eigenvalues, rtol=0, atol=1e-6 * scale)
+
+
+def test_eigenvalues_beyond_the_rank_are_zero_never_negative():
+    """3 images of 16 channels: a covariance of rank 2, whose other 14 eigenvalues eigvalsh
+    returns as rounding noise of either sign; they are 0, as spectrum_summary counts them."""
+    generator = torch.Generator().manual_seed(2)
+    stats = FeatureStats()
+    stats.update(5.0 + torch.randn(3, 16, 2, 2, generator=generator))
+    raw = np.linalg.eigvalsh(stats.covariance())
+    assert np.count_nonzero(raw[:14]) > 0  # the noise is there to be cleaned
+    eigenvalues = stats.eigenvalues()
+    assert np.all(eigenvalues[:2] > 0) and eigenvalues[2:].tolist() == [0.0] * 14
+    assert spectrum_summary(eigenvalues)["rank"] == 2

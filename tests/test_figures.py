@@ -106,7 +106,7 @@ def test_spectrum_rank_axis_has_whole_number_ticks():
     from finetune.reports.analysis_figures import spectrum_figure
 
     for count in (5, 20):
-        figure = spectrum_figure("m", {"a": np.logspace(0, -3, count)})
+        figure = spectrum_figure("m", {("fine-tuned", "a"): np.logspace(0, -3, count)})
         FigureCanvasAgg(figure)
         labels = visible_labels(figure.axes[0].xaxis)
         assert len(labels) >= 3 and all(label.isdigit() for label in labels), labels

@@ -3,8 +3,9 @@
 For one feature map (a graph node of the network, e.g. `layer1.0.conv1`) over N images:
 
 - the fraction of non-positive values over all elements of all N maps;
-- the covariance over channels of the spatially averaged maps (one C-vector per image), its
-  eigenvalues (descending) and a summary of that spectrum.
+- the covariance over channels of the spatially averaged maps (one C-vector per image; a 2-D
+  output, B x C like the head's, is that vector already), its eigenvalues (descending, those at
+  rounding-noise level set to 0) and a summary of that spectrum.
 
 FeatureStatsModule runs a feature extractor in Lightning's predict loop and accumulates them.
 """
@@ -76,8 +77,12 @@ class FeatureStats:
         return (self.scatter / (self.count - 1)).cpu().numpy()
 
     def eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of the covariance, largest first (tiny negatives are rounding)."""
-        return np.linalg.eigvalsh(self.covariance())[::-1].copy()
+        """Eigenvalues of the covariance, largest first, those at rounding-noise level
+        (nonzero_eigenvalues) set to 0: negatives among them, since a covariance is positive
+        semi-definite, and the tiny positives beyond its rank (N images: at most N - 1). So
+        every report (tables, plots, spectrum_summary) shows the same numbers."""
+        values = np.linalg.eigvalsh(self.covariance())[::-1]
+        return np.where(nonzero_eigenvalues(values), values, 0.0)
 
 
 def nonzero_eigenvalues(eigenvalues: np.ndarray) -> np.ndarray:

@@ -41,14 +41,18 @@ class _BatchUnpickler(pickle.Unpickler):
 FOLDER = "cifar-10-batches-py"  # what the official archive unpacks to
 
 
+def missing_file(path: Path, needed: str) -> UserError:
+    """The error for a batch file that is not there; `needed` says what the caller's folder
+    must be (training reads every file, mode=analyze only test_batch)."""
+    inside = path.parent / FOLDER / path.name  # the folder that holds the unpacked archive
+    hint = f": did you mean {path.parent / FOLDER}?" if inside.is_file() else ""
+    return UserError(f"CIFAR-10 file {path} is missing: {needed}{hint}")
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        inside = path.parent / FOLDER / path.name  # the folder that holds the unpacked archive
-        hint = f": did you mean {path.parent / FOLDER}?" if inside.is_file() else ""
-        raise UserError(
-            f"CIFAR-10 file {path} is missing: the folder must be {FOLDER}/ "
-            f"({', '.join([*TRAIN_BATCHES, TEST_BATCH, META])}){hint}"
-        )
+        files = ", ".join([*TRAIN_BATCHES, TEST_BATCH, META])
+        raise missing_file(path, f"the folder must be {FOLDER}/ ({files})")
     try:
         with path.open("rb") as handle:
             batch = _BatchUnpickler(handle, encoding="bytes").load()

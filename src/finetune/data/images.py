@@ -39,9 +39,10 @@ def is_ignored_folder(path: Path) -> bool:
 
 def list_images(folder: Path) -> list[Path]:
     """The image files directly inside `folder`, sorted by name: the one rule of every folder
-    this package reads (a class folder, predict.input, an ImageNet folder). Images deeper down
-    are not read (`images_below` finds them, to say so). A link whose target is missing is
-    listed, so that the decode check names it instead of the image silently going missing."""
+    this package reads (a class folder, predict.input). Images deeper down are not read here:
+    `images_below` finds them, to say so (or, in an ImageNet folder, to read them too). A link
+    whose target is missing is listed, so that the decode check names it instead of the image
+    silently going missing."""
     return _listing(folder)[0]
 
 

@@ -1,5 +1,6 @@
 """What mode=analyze reads: seeded samples of N images of a split of the data mode=eval would
-score (through the DataModule), of an ImageNet validation folder, and of CIFAR-10's test batch.
+score (through the DataModule), of an ImageNet validation folder (flat or in synset sub-folders:
+finetune.data.imagenet_val), and of CIFAR-10's test batch.
 
 Each is the first N of a shuffle seeded by `seed`, read back in file order (a manifest lists its
 images class by class: its first N would be one class), and holds at least 2 readable images
@@ -19,9 +20,15 @@ from finetune.errors import UserError
 
 # the extra datasets: name, the analysis key of their folder, what that folder is
 EXTRA_DATASETS = (
-    ("imagenet-val", "imagenet_root", "the flat folder of ILSVRC2012_val_*.JPEG"),
-    ("cifar10-test", "cifar_root", "the cifar-10-batches-py folder"),
+    (
+        "imagenet-val",
+        "imagenet_root",
+        "the folder of ILSVRC2012_val_*.JPEG, flat or in synset sub-folders",
+    ),
+    ("cifar10-test", "cifar_root", f"the {cifar10.FOLDER} folder"),
 )
+# what an archive of one of them is called; data.root's rule (finetune.validate) in the same words
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
@@ -30,6 +37,15 @@ def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
             f"{what}: {len(dataset)} readable image(s) to analyse, the covariance needs at least 2"
         )
     return dataset
+
+
+def _not_a_folder(key: str, root: Path, what: str) -> UserError:
+    """Why analysis.<key>=<root>, which is not a folder, cannot be read."""
+    if root.is_file() and root.name.lower().endswith(ARCHIVES):
+        return UserError(f"analysis.{key}={root} is an archive: unpack it and give the folder")
+    if root.is_file():
+        return UserError(f"analysis.{key}={root} is a file, not a folder (it must be {what})")
+    return UserError(f"analysis.{key}={root} does not exist (it must be {what})")
 
 
 def imagenet_sample(root: Path, transform: Callable, count: int, seed: int) -> ImageDataset:
@@ -41,7 +57,13 @@ def imagenet_sample(root: Path, transform: Callable, count: int, seed: int) -> I
 
 
 def cifar_test_sample(root: Path, transform: Callable, count: int, seed: int) -> ImageDataset:
-    """`count` images of CIFAR-10's test_batch."""
+    """`count` images of CIFAR-10's test_batch (the only file of the folder it needs)."""
+    if not (root / cifar10.TEST_BATCH).is_file():
+        raise cifar10.missing_file(
+            root / cifar10.TEST_BATCH,
+            f"analysis.cifar_root must be the {cifar10.FOLDER} folder (only its "
+            f"{cifar10.TEST_BATCH} is read)",
+        )
     items, labels, images = cifar10.read_batches(root, [cifar10.TEST_BATCH])
     listing = Listing(cifar10.CifarReader(root, images), items, labels)
     listing = listing.take(seeded_sample(len(items), count, seed))
@@ -57,9 +79,10 @@ def analysis_samples(
 ) -> tuple[dict[str, ImageDataset], dict[str, dict], list[tuple[str, str]]]:
     """The samples named by `analysis` (the analysis config): of split `split` that
     `datamodule` has read, and of the extra datasets whose folders are given. Each is read and
-    checked here, before any compute; a folder given but missing is a UserError, one not given
-    is absent. Returns the datasets by name, where each came from, and (name, why) of the
-    absent ones."""
+    checked here, before any compute; a folder given but missing (or a file) is a UserError,
+    one not given is absent. Returns the datasets by name, where each came from and how many
+    images were read of it (`num_images`: fewer than asked where it holds fewer), and (name,
+    why) of the absent ones."""
     count = analysis["num_images"]
     whole = datamodule.datasets[split]
     own = whole.subset(seeded_sample(len(whole), count, seed))
@@ -75,7 +98,7 @@ def analysis_samples(
         if root is None:
             absent.append((name, f"analysis.{key} is not set (add analysis.{key}=PATH, {what})"))
         elif not root.is_dir():
-            raise UserError(f"analysis.{key}={root} does not exist (it must be {what})")
+            raise _not_a_folder(key, root, what)
         elif name in datasets:  # the checkpoint's own data is CIFAR-10's test batch already
             absent.append((name, f"the checkpoint's own split is {name} already"))
         else:
@@ -86,5 +109,5 @@ def analysis_samples(
             )
             sources[name] = {"kind": name.split("-")[0], "root": str(root), "manifest": None}
     for name, dataset in datasets.items():
-        sources[name]["images"] = dataset.items
+        sources[name].update(num_images=len(dataset), images=dataset.items)
     return datasets, sources, absent

@@ -21,20 +21,25 @@ STATS = "feature_stats.json"
 NONPOSITIVE = "nonpositive.csv"
 SUMMARY = "analysis.md"
 DEFINITIONS = {
-    "nonpositive_fraction": "share of the feature-map elements <= 0, over all elements of all "
-    "N maps (N x C x H x W)",
-    "covariance": "unbiased (N - 1) covariance over channels of the spatially averaged maps "
-    "(one C-vector per image), accumulated in float64",
-    "eigenvalues": "eigenvalues of that C x C covariance, largest first",
-    "rank": "eigenvalues above rounding noise (numpy.linalg.matrix_rank's tolerance); at most "
-    "N - 1",
+    "nonpositive_fraction": "share of the output elements <= 0, over all elements of all N "
+    "outputs (N x C x H x W; N x C for a 2-D output such as fc's)",
+    "covariance": "unbiased (N - 1) covariance over channels of one C-vector per image: its "
+    "feature maps averaged over space (a 2-D output such as fc's is that vector already), "
+    "accumulated in float64",
+    "eigenvalues": "eigenvalues of that C x C covariance, largest first; those at rounding-noise "
+    "level (at most numpy.linalg.matrix_rank's tolerance, negatives included: a covariance is "
+    "positive semi-definite) are set to 0, so N images give at most N - 1 above 0. The tables "
+    "list the first min(analysis.top_k, C); the plots leave the zeros out (log scale)",
+    "rank": "eigenvalues above 0 (above rounding noise, numpy.linalg.matrix_rank's tolerance); "
+    "at most N - 1",
     "share_top1": "largest eigenvalue / sum of eigenvalues",
     "share_top10": "sum of the 10 largest eigenvalues / sum of eigenvalues",
     "effective_rank": "exp(entropy of the normalised spectrum lambda / sum(lambda)) (Roy & "
     "Vetterli 2007): C for a flat spectrum, 1 if one direction holds all the variance",
-    "sample": "up to analysis.num_images images per dataset: the first of a shuffle seeded by "
-    "`seed`, read in file order (a manifest lists its images class by class: its first N "
-    "would be one class)",
+    "sample": "analysis.num_images images per dataset (num_images in feature_stats.json: as "
+    "asked), or all of a dataset that holds fewer (N in the tables, datasets.<name>.num_images: "
+    "as read): the first of a shuffle seeded by `seed`, read in file order (a manifest lists its "
+    "images class by class: its first N would be one class)",
 }
 
 
@@ -79,6 +84,15 @@ def nonpositive_rows(records: list[dict], modules: list[str]) -> list[list[Any]]
     ]
 
 
+def _output_shape(shape: list[int]) -> str:
+    """A module's output per image: '64 channels of 8 x 8 maps', or for a 2-D output (the
+    head's) '6 channels, a 2-D output: no maps'."""
+    channels, spatial = shape[0], shape[1:]
+    if not spatial:
+        return f"{channels} channels, a 2-D output: no maps"
+    return f"{channels} channels of {' x '.join(map(str, spatial))} maps"
+
+
 def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> str:
     """analysis.md: the non-positive table, the definitions, a spectrum table and plot per
     module, and what was skipped. `in_tensorboard`: the text TensorBoard shows, where a plot's
@@ -92,16 +106,17 @@ def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> s
         if compared
         else "the ImageNet-pretrained one was skipped: see Skipped"
     )
+    used = ", ".join(f"{name} {data['num_images']}" for name, data in payload["datasets"].items())
     lines = [
         "# Feature-map statistics (mode=analyze)",
         "",
-        f"Checkpoint `{payload['checkpoint']}` ({arch}, {against}); "
-        f"up to {payload['num_images']} images per dataset "
-        f"(seeded sample, seed {payload['seed']}), evaluation transform "
+        f"Checkpoint `{payload['checkpoint']}` ({arch}, {against}); images per dataset: {used} "
+        f"(analysis.num_images={payload['num_images']}, seeded sample, seed {payload['seed']}; "
+        "a dataset that holds fewer gives all it has), evaluation transform "
         f"{payload['image_size']} px; computed in {payload['wall_time_s']} s "
         f"on {payload['device']} ({payload['precision']}).",
         "",
-        "## Non-positive values (% of all feature-map elements)",
+        "## Non-positive values (% of all output elements)",
         "",
         markdown_table(
             ["model", "dataset", "N", *modules],
@@ -123,14 +138,15 @@ def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> s
     ]
     for module in modules:
         shape = next(iter(pairs.values()))[module]["shape"]
+        listed = min(top_k, shape[0])  # a module has as many eigenvalues as channels
         lines += [
-            f"### {module} ({shape[0]} channels, {' x '.join(map(str, shape[1:])) or '1'})",
+            f"### {module} ({_output_shape(shape)})",
             "",
             markdown_table(
                 [
                     "model",
                     "dataset",
-                    f"top-{top_k} eigenvalues",
+                    f"top-{listed} eigenvalues",
                     "top-1 share",
                     "top-10 share",
                     "effective rank",
@@ -140,7 +156,7 @@ def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> s
                     [
                         model,
                         dataset,
-                        ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:top_k]),
+                        ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:listed]),
                         r["share_top1"],
                         r["share_top10"],
                         r["effective_rank"],
@@ -164,18 +180,17 @@ def summary_markdown(payload: dict[str, Any], in_tensorboard: bool = False) -> s
     return "\n".join(lines) + "\n"
 
 
-def _spectra(records: list[dict]) -> dict[str, dict[str, np.ndarray]]:
-    spectra: dict[str, dict[str, np.ndarray]] = {}
+def _spectra(records: list[dict]) -> dict[str, dict[tuple[str, str], np.ndarray]]:
+    spectra: dict[str, dict[tuple[str, str], np.ndarray]] = {}
     for record in records:
-        label = f"{record['model']} / {record['dataset']}"
-        spectra.setdefault(record["module"], {})[label] = np.asarray(record["eigenvalues"])
+        pair = (record["model"], record["dataset"])
+        spectra.setdefault(record["module"], {})[pair] = np.asarray(record["eigenvalues"])
     return spectra
 
 
 def write_analysis_reports(run_dir: Path, payload: dict[str, Any]) -> None:
-    """Every report of `payload` (the task's result) into `run_dir`."""
+    """Every report of `payload` (the task's result) into `run_dir`, feature_stats.json last."""
     modules, records = payload["modules"], payload["results"]
-    write_json(run_dir / STATS, payload)
     write_csv(
         run_dir / NONPOSITIVE, ["model", "dataset", *modules], nonpositive_rows(records, modules)
     )
@@ -187,6 +202,9 @@ def write_analysis_reports(run_dir: Path, payload: dict[str, Any]) -> None:
     finally:
         sink.close()
     write_text(run_dir / SUMMARY, markdown)
+    # Last, once everything else is on disk: mode=report takes feature_stats.json as the sign that
+    # its analyze step is done, so a run stopped on the way (Ctrl-C) must not leave it behind.
+    write_json(run_dir / STATS, payload)
     log.info(
         "wrote %s, %s, %s and %d spectrum plot(s) to %s",
         STATS,

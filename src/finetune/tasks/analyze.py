@@ -126,10 +126,10 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         extractors["pretrained"] = feature_extractor(pretrained, modules)
     records, device = _measure(cfg, run_dir, extractors, datasets, modules)
     payload = {
-        "checkpoint": str(loaded.path),
+        "checkpoint": str(loaded.path.resolve()),  # read from elsewhere: a relative path breaks
         "arch": loaded.arch,
         "modules": modules,
-        "num_images": settings.num_images,
+        "num_images": settings.num_images,  # as asked; datasets.<name>.num_images: as read
         "top_k": settings.top_k,
         "seed": cfg.seed,
         "image_size": loaded.data["image_size"],
