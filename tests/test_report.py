@@ -11,9 +11,13 @@ three step processes) and the browser test that reads its report.html are `slow`
 import base64
 import csv
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -261,10 +265,12 @@ def test_every_number_equals_the_runs_own_files(report_sweep):
         assert close(
             row[3 + modules.index(result["module"])], 100 * result["nonpositive_fraction"], 2
         )
+    fractions = {(r["model"], r["dataset"], r["module"]): r["nonpositive_fraction"]
+                 for r in stats["results"]}  # fmt: skip
     for dataset, *points in table(report, "| dataset | layer1.0.conv1"):
-        tuned, pretrained = shown["fine-tuned", dataset], shown["pretrained", dataset]
-        for k, cell in enumerate(points):
-            assert close(cell, float(tuned[3 + k]) - float(pretrained[3 + k]), 2)
+        for module, cell in zip(modules, points, strict=True):
+            tuned = fractions["fine-tuned", dataset, module]
+            assert close(cell, 100 * (tuned - fractions["pretrained", dataset, module]), 2)
 
     seed = OmegaConf.load(REPO / "conf/report/default.yaml").original
     measures = {row[0]: row for row in table(report, "| figure | original")}
@@ -342,22 +348,20 @@ def test_swept_values_read_with_four_significant_digits(report_sweep, tmp_path):
         OmegaConf.save(config, sweep / job / ".hydra/config.yaml")
     (sweep / "report.md").unlink()  # a report is written when there is none
     (sweep / "report.html").unlink()
-    shutil.rmtree(sweep / "report/figures")  # the figures are drawn once, kept otherwise
     run(["mode=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'run'}"])
 
     report, html = (sweep / "report.md").read_text(), (sweep / "report.html").read_text()
     assert "12345678" not in report and "12345678" not in html
     winner = table(report, "| winner")[0][0].split(" (")[0].removeprefix("run ")
-    lr, momentum = shown[winner]
-    assert table(report, "| winner")[0][0] == f"run {winner} (lr={lr} momentum={momentum})"
-    assert (
-        f'<div class="value">run {winner}</div>'
-        f'<div class="detail">lr={lr} momentum={momentum}</div>'
-    ) in html
+    settings = {job: f"optimizer.lr={lr} optimizer.momentum={m}" for job, (lr, m) in shown.items()}
+    best = settings[winner]  # the full keys, on the card too
+    assert table(report, "| winner")[0][0] == f"run {winner} ({best})"
+    assert f'<div class="value">run {winner}</div><div class="detail">{best}</div>' in html
     for _, job, setting, lr_cell, *_ in table(report, "| rank | run |"):
-        lr, momentum = shown[job]
-        assert (setting, lr_cell) == (f"optimizer.lr={lr} optimizer.momentum={momentum}", lr)
-    assert f"this sweep chose {shown[winner][0]}," in report
+        assert (setting, lr_cell) == (settings[job], shown[job][0])
+    assert f"this sweep chose {shown[winner][0]} (it also varied optimizer.momentum: `{best}`)" in (
+        report
+    )
 
 
 def test_runs_on_different_splits_have_no_winner_and_the_comparison_names_what_varied(
@@ -414,6 +418,10 @@ def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     (failed / "multirun.yaml").write_text("{}\n")
     apart = tmp_path / "day"  # runs trained one by one, as in outputs/train/<date>/
     shutil.copytree(trained_run, apart / "10-00-00")
+    nan = tmp_path / "nan"  # one run failed, one ended with NaN
+    shutil.copytree(failed, nan)
+    nan_metrics = {"monitor": {"name": "val/map", "mode": "max", "value": float("nan")}}
+    (nan / "1" / "metrics.json").write_text(json.dumps(nan_metrics))
     optuna = tmp_path / "optuna"  # Optuna's sweeper writes no multirun.yaml; its jobs say MULTIRUN
     for job in ("0", "1"):
         (optuna / job / ".hydra").mkdir(parents=True)
@@ -421,11 +429,13 @@ def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     cases = [
         ([], "mode=report needs the sweep folder"),
         ([f"sweep={tmp_path / 'nowhere'}"], "does not exist"),
+        ([f"sweep={trained_run / 'best_model.pt'}"], "is a file, not a sweep folder"),
         ([f"sweep={tmp_path}"], "not a sweep folder"),
         ([f"sweep={trained_run}"], "is a single run"),
         ([f"sweep={apart}"], "holds runs but is not one sweep \\(they ran one by one"),
         ([f"sweep={optuna}"], "no run of sweep .* has a monitored value"),  # one sweep: checked on
-        ([f"sweep={failed}"], "no run of sweep .* has a monitored value \\(2 of 2 failed"),
+        ([f"sweep={failed}"], "no run of sweep .* \\(of its 2 runs, 2 failed\\)"),
+        ([f"sweep={nan}"], "\\(of its 2 runs, 1 failed and 1 ended with NaN\\)"),
     ]
     for k, (overrides, message) in enumerate(cases):
         with pytest.raises(UserError, match=message):
@@ -433,6 +443,274 @@ def test_what_is_not_a_finished_sweep_is_one_line(trained_run, tmp_path):
     result = run_cli("mode=report", f"sweep={failed}", cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "no run of sweep", "finetune.log")
+
+
+def copy_of(report_sweep, tmp_path: Path, report: bool = True) -> Path:
+    """The session's finished sweep copied into tmp_path (without its report.md / .html unless
+    `report`: a call with no step to run writes one only then)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(report_sweep[0], sweep)
+    if not report:
+        (sweep / "report.md").unlink()
+        (sweep / "report.html").unlink()
+    return sweep
+
+
+def lines(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def report_of(sweep: Path, folder: Path, *overrides: str) -> dict:
+    return run(["mode=report", f"sweep={sweep}", *overrides, f"hydra.run.dir={folder}"])
+
+
+def steps_in_this_process(monkeypatch) -> None:
+    """The report's steps run through finetune.run in this process, not as `python -m finetune`
+    processes (5 s of imports each): for tests of which steps run, not of how a process runs."""
+    from finetune.tasks import report as report_module
+
+    def in_process(name: str, overrides: list[str], done_file: Path) -> float:
+        started = time.perf_counter()
+        try:
+            run(overrides)
+        except UserError:
+            if not done_file.is_file():  # as run_process: a step that wrote its result is done
+                raise
+        return time.perf_counter() - started
+
+    monkeypatch.setattr(report_module, "_run_step", in_process)
+
+
+def test_steps_made_for_an_earlier_winner_run_again(report_sweep, tmp_path, monkeypatch):
+    """A report made while the sweep still ran evaluated the then-best run. Once another run is
+    rank 1, each step is out of date: set aside as <step>.outdated-1 (said in one line) and run
+    again on the new winner's checkpoint; the new report (beside the old one) draws its own
+    figures anew. Called again, it writes nothing."""
+    steps_in_this_process(monkeypatch)
+    sweep = copy_of(report_sweep, tmp_path)
+    old_report = (sweep / "report.md").read_bytes()
+    metrics = [(sweep / job / "metrics.json").read_text() for job in ("0", "1")]
+    (sweep / "0/metrics.json").write_text(metrics[1])  # run 0 is now rank 1
+    (sweep / "1/metrics.json").write_text(metrics[0])
+    with as_user_in(tmp_path):
+        results = report_of(sweep, tmp_path / "run", "analysis.num_images=6", *TINY)
+    assert results["ran"] == ["eval", "reproduce", "analyze"] and results["winner"] == "0"
+    log = (tmp_path / "run/finetune.log").read_text()
+    for step in STEPS:
+        assert (sweep / f"report/{step}.outdated-1/{STEPS[step]}").is_file()
+        assert (
+            f"report/{step} is out of date (it ran on run 1's best_model.pt, and the winner is "
+            f"now run 0): kept as {step}.outdated-1, running it again"
+        ) in log
+    evaluation = json.loads((sweep / "report/eval/metrics.json").read_text())
+    assert evaluation["checkpoint"] == str(sweep / "0/best_model.pt")
+    assert (sweep / "report.md").read_bytes() == old_report
+    report = (sweep / "report-2.md").read_text()
+    assert table(report, "| winner")[0][0].startswith("run 0 (")
+    links = re.findall(r"!\[[^\]]*\]\((report/figures[^)]*)\)", report)
+    assert links == ["report/figures-2/lr_comparison.png", "report/figures-2/winner_curves.png"]
+    drawn = [(sweep / folder / "winner_curves.png").read_bytes() for folder in
+             ("report/figures", "report/figures-2")]  # fmt: skip
+    assert drawn[0] != drawn[1]  # titled with the new winner
+    again = report_of(sweep, tmp_path / "again")
+    assert again["ran"] == [] and again["report_md"] == str(sweep / "report-2.md")
+    assert not (sweep / "report-3.md").exists() and not (sweep / "report/.lock").exists()
+
+
+def test_a_run_still_running_is_said_and_a_report_follows_when_it_ends(report_sweep, tmp_path):
+    """A job folder with a finetune.log but no end line and no metrics.json looks unfinished
+    (still running?): one warning line, and the report lists it as failed saying so. Once its
+    log has an end (here: stopped on an error), no warning; the runs shown have not changed, so
+    nothing is written."""
+    sweep = copy_of(report_sweep, tmp_path)
+    shutil.copytree(sweep / "0/.hydra", sweep / "2/.hydra")
+    log = sweep / "2/finetune.log"
+    log.write_text("[2026-01-01 10:00:00,000][finetune.tasks][INFO] - mode=train: writing to 2\n")
+    results = report_of(sweep, tmp_path / "run")
+    assert results["ran"] == [] and results["report_md"] == str(sweep / "report-2.md")
+    (warning,) = [line for line in lines(tmp_path / "run/finetune.log") if "unfinished" in line]
+    assert warning.endswith(
+        f"[WARNING] - sweep {sweep}: run 2 looks unfinished (a finetune.log without an end, no "
+        "metrics.json): still running? The report treats it as failed until it ends"
+    )
+    report = (sweep / "report-2.md").read_text()
+    assert (
+        "Failed (no metrics.json; see their finetune.log): run 2. Run 2 looked unfinished (still "
+        "running?) when this report was written: listed as failed until it ends."
+    ) in report
+    (row,) = [row for row in table(report, "| step | folder") if row[1] == "sweep/2"]
+    assert row[2:] == ["not recorded", "cpu x1, precision not recorded (no metrics.json)"]
+
+    with log.open("a") as handle:
+        handle.write("[2026-01-01 10:00:09,000][finetune.tasks][ERROR] - stopped: a mistake\n")
+    results = report_of(sweep, tmp_path / "again")
+    assert results["report_md"] == str(sweep / "report-2.md")
+    assert "unfinished" not in (tmp_path / "again/finetune.log").read_text()
+
+
+def test_a_second_report_process_on_one_sweep_is_refused(report_sweep, tmp_path):
+    """A report holds report/.lock (its pid) while it runs: a second report of the same sweep
+    stops in one line naming the first; a lock whose process has ended is replaced."""
+    sweep = copy_of(report_sweep, tmp_path)
+    lock = sweep / "report/.lock"
+    running = os.getppid()  # a live process that is not this one
+    lock.write_text(json.dumps({"pid": running, "host": socket.gethostname()}))
+    said = f"is running (process {running}, its lock {lock}): wait for it to end"
+    with pytest.raises(UserError, match=f"another report of sweep .* {re.escape(said)}"):
+        report_of(sweep, tmp_path / "run")
+    assert json.loads(lock.read_text())["pid"] == running  # the other report's lock is kept
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    lock.write_text(json.dumps({"pid": ended.pid, "host": socket.gethostname()}))
+    assert report_of(sweep, tmp_path / "again")["ran"] == []
+    said = f"{lock} was left by a report that has ended: replaced"
+    assert said in (tmp_path / "again/finetune.log").read_text()
+    assert not lock.exists()
+
+
+STEP_CHILD = """
+import os, signal, sys, time
+from pathlib import Path
+
+def end(*_):
+    time.sleep(1)  # ending takes a while: its log, its files
+    Path(sys.argv[1]).write_text("ended")
+    sys.exit(130)
+
+Path(sys.argv[2]).write_text(str(os.getpid()))
+signal.signal(signal.SIGINT, end if sys.argv[3] == "ends" else signal.SIG_IGN)
+os.kill(os.getppid(), signal.SIGINT)  # Ctrl-C reaches the report...
+os.kill(os.getpid(), signal.SIGINT)  # ...and its step: one process group
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("child", ["ends", "ignores"])
+def test_ctrl_c_waits_for_the_step_to_end_then_terminates_it(tmp_path, monkeypatch, child):
+    """Ctrl-C during a step: the report waits for the step, which got the SIGINT too, to end
+    (not 0.25 s, as Popen's context does); one that does not end in STOP_WAIT_S is terminated.
+    Either way it is not running when the KeyboardInterrupt goes on."""
+    from finetune.reports import report_steps
+
+    monkeypatch.setattr(report_steps, "STOP_WAIT_S", 5.0 if child == "ends" else 0.5)
+    ended, pid = tmp_path / "ended", tmp_path / "pid"
+    argv = [sys.executable, "-c", STEP_CHILD, str(ended), str(pid), child]
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        report_steps.run_process("eval", argv, tmp_path / "metrics.json")
+    with pytest.raises(ProcessLookupError):  # ended, and reaped
+        os.kill(int(pid.read_text()), 0)
+    assert ended.is_file() == (child == "ends") and time.monotonic() - started < 10
+
+
+def test_an_interrupted_report_says_how_to_continue(report_sweep, tmp_path, monkeypatch):
+    """Ctrl-C during a step of mode=report: its interrupted line names the step and says that
+    the same command continues; the sweep's own report gives the mode=report command to run
+    (not the sweep's, which would train again). The lock goes with the process."""
+    from finetune.tasks import report as report_module
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    sweep = copy_of(report_sweep, tmp_path)
+    shutil.rmtree(sweep / "report/analyze")
+    monkeypatch.setattr(report_module, "_run_step", interrupted)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        report_of(sweep, tmp_path / "run")
+    assert str(raised.value) == (
+        f"the report of {sweep} stopped at step 3/4 (analyze): run the same command again to "
+        "continue where it stopped (the steps that finished are kept)"
+    )
+    assert f"interrupted: {raised.value}" in (tmp_path / "run/finetune.log").read_text()
+    assert not (sweep / "report/.lock").exists()
+    config = {"report": {"original": {}}, "hydra": {
+        "sweep": {"dir": str(sweep)},
+        "overrides": {"task": ["optimizer.lr=0.05,0.01", "analysis.num_images=6"], "hydra": []},
+        "runtime": {"config_sources": []},
+    }}  # fmt: skip
+    with pytest.raises(KeyboardInterrupt, match=re.escape(
+        f"(analyze): run python -m finetune mode=report sweep={sweep} analysis.num_images=6 to "
+        "continue where it stopped"
+    )):  # fmt: skip
+        report_module.report_after_sweep(OmegaConf.create(config))
+
+
+def test_a_sweep_over_another_setting_does_not_claim_a_learning_rate(report_sweep, tmp_path):
+    """A sweep over optimizer.momentum: the comparison is headed with it and the original's
+    learning rate is not compared as a choice: the report says the sweep did not choose it."""
+    sweep = copy_of(report_sweep, tmp_path, report=False)
+    for job, momentum in (("0", "0.9"), ("1", "0.5")):
+        overrides = sweep / job / ".hydra/overrides.yaml"
+        text = re.sub(r"optimizer\.lr=\S+", f"optimizer.momentum={momentum}", overrides.read_text())
+        overrides.write_text(text)
+        config = OmegaConf.load(sweep / job / ".hydra/config.yaml")
+        config.optimizer.lr, config.optimizer.momentum = 0.01, float(momentum)
+        OmegaConf.save(config, sweep / job / ".hydra/config.yaml")
+    report_of(sweep, tmp_path / "run")
+
+    report = (sweep / "report.md").read_text()
+    assert "## Comparison of the runs (optimizer.momentum)" in report
+    figure = "report/figures/lr_comparison.png"  # drawn anew: its legend names the momentum
+    assert (sweep / figure).read_bytes() != (report_sweep[0] / figure).read_bytes()
+    winner = table(report, "| winner")[0][0]
+    momentum = winner.split("=")[1].rstrip(")")
+    measures = {row[0]: row for row in table(report, "| figure | original")}
+    assert measures["learning rate (not swept)"][1:3] == ["not stated", "0.01"]
+    assert "learning rate chosen" not in measures and "this sweep chose" not in report
+    assert (
+        "This sweep did not choose the learning rate: it varied optimizer.momentum (every run "
+        "trained with 0.01; the original's learning rate: not stated); rank 1 by val/map: "
+        f"`optimizer.momentum={momentum}`."
+    ) in report
+
+
+def test_a_sweep_from_scratch_is_not_called_fine_tuned(report_sweep):
+    """The session's sweep trained from random weights (model.weights=none): the summary, the
+    feature statistics and the comparison with the original (which fine-tuned ImageNet weights)
+    say so."""
+    report = (report_sweep[0] / "report.md").read_text()
+    summary, features, original = (
+        re.search(rf"{start}(.*?)\n## ", report, flags=re.DOTALL).group(1)
+        for start in ("Sweep `", "## Feature statistics", "## Against the original report")
+    )
+    assert ", trained from random weights (model.weights=none), ranked by val/map" in summary
+    assert (
+        "for the model of the winner, trained from random weights (model.weights=none) and named "
+        "`fine-tuned`, and the ImageNet-pretrained one"
+    ) in features
+    assert (
+        "The original fine-tuned an ImageNet-pretrained network; this sweep's model was trained "
+        "from random weights (model.weights=none)"
+    ) in original
+
+
+def test_fine_tuned_minus_pretrained_is_rounded_once(report_sweep, tmp_path):
+    """12.3456 % - 12.0044 % = 0.3412 points: 0.34, not 12.35 - 12.00 = 0.35."""
+    sweep = copy_of(report_sweep, tmp_path, report=False)
+    stats_file = sweep / "report/analyze/feature_stats.json"
+    stats = json.loads(stats_file.read_text())
+    first = stats["results"][0]  # fine-tuned x the first dataset x the first module
+    for result in stats["results"]:
+        if (result["dataset"], result["module"]) == (first["dataset"], first["module"]):
+            tuned = result["model"] == "fine-tuned"
+            result["nonpositive_fraction"] = 0.123456 if tuned else 0.120044
+    stats_file.write_text(json.dumps(stats))
+    report_of(sweep, tmp_path / "run")
+    rows = table((sweep / "report.md").read_text(), "| dataset | layer1.0.conv1")
+    assert rows[0][:2] == [first["dataset"], "0.34"]
+
+
+def test_small_numbers_and_legends_read_plainly(report_sweep):
+    """The reproduction's differences and tolerance as 0 and 1e-06 (not 0.00000100), the winner
+    card with the full swept key, and what the spectrum legends count."""
+    report = (report_sweep[0] / "report.md").read_text()
+    (row,) = table(report, "| max abs difference")
+    assert (row[0], row[3]) == ("0", "1e-06") and "(tolerance 1e-06)" in report
+    assert "0.000000" not in report
+    assert re.match(r"run \d \(optimizer\.lr=0\.0\d\)", table(report, "| winner")[0][0])
+    assert "legend entry ends with how many eigenvalues are drawn of the module's channels" in (
+        report
+    )
 
 
 @pytest.mark.slow  # the report of the one-command sweep, then chromium

@@ -65,7 +65,7 @@ def test_ranked_by_mode_nan_last_failed_listed(tmp_path, capsys, mode, order):
     assert f"Winner: run {order[0]} (optimizer.lr=0.{order[0]})" in report
     assert f"copied to {tmp_path / 'best_model.pt'}" in report
     assert "| 5 | 4 | nan |" in report and "|  | 2 | failed |" in report
-    assert "Failed (no metrics.json; see their finetune.log): 2." in report
+    assert "Failed (no metrics.json; see their finetune.log): run 2." in report
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "1 of 6 runs failed (run 2)" in errors[0]
 
@@ -84,6 +84,7 @@ def test_the_markdown_table_shows_what_the_sweep_varied(tmp_path, capsys):
     assert "| 1 | 1 | ok | optimizer.lr=0.1 | val/map |" in report
     assert "| 2 | 0 | ok | optimizer.lr=0.0 | val/map |" in report
     assert "Every run: data.root=/data/scenes trainer.max_epochs=3 (sweep_summary.csv" in report
+    assert "Winner: run 1 (optimizer.lr=0.1), val/map = 0.7500" in report  # what it varied only
 
 
 def test_winner_without_best_model_is_said_not_copied(tmp_path):
@@ -183,6 +184,24 @@ def test_report_after_the_sweep_when_the_config_asks_and_its_error_joins_the_lin
     assert (tmp_path / "sweep_summary.md").is_file() and not (tmp_path / "report").exists()
 
 
+def test_ctrl_c_in_the_report_after_the_sweep_is_said_in_one_line(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the sweep's own report runs: its interrupted line (which says how to go on)
+    is printed, and the interrupt goes on to main(), which exits 130."""
+    import finetune.tasks.report
+
+    def interrupted(config):
+        raise KeyboardInterrupt("the report of the sweep stopped at step 1/4 (eval): run ...")
+
+    monkeypatch.setattr(finetune.tasks.report, "report_after_sweep", interrupted)
+    job(tmp_path, "0", 0.9, model=b"winner")
+    config = {"hydra": {"sweep": {"dir": str(tmp_path)}}, "report": {"after_sweep": True}}
+    with pytest.raises(KeyboardInterrupt):
+        SweepSummary().on_multirun_end(OmegaConf.create(config))
+    assert capsys.readouterr().err == (
+        "interrupted: the report of the sweep stopped at step 1/4 (eval): run ...\n"
+    )
+
+
 def seed_job(root: Path, name: str, value: float, seed: int, val: list[str], split_seed: str):
     """A finished training of `-m seed=...` as it leaves its folder: its config as Hydra saved it
     (data.split.seed = split_seed, `${seed}` by default) and split.csv, `val` its val images."""
@@ -211,7 +230,7 @@ def test_runs_validated_on_different_images_are_listed_without_a_winner(
     for name, value, seed in (("0", 0.3303, 1), ("1", 0.5466, 2)):
         seed_job(fixed, name, value, seed, ["sea/4.jpg", "sea/5.jpg"], "7")
     summarize(fixed)
-    assert "Winner: run 1 (data.root=/data/scenes seed=2), val/map" in read_summary(fixed)[1]
+    assert "Winner: run 1 (seed=2), val/map" in read_summary(fixed)[1]
     assert (fixed / "best_model.pt").read_bytes() == b"model 1"
 
     reports = []
@@ -232,7 +251,7 @@ def test_runs_validated_on_different_images_are_listed_without_a_winner(
     ]
     assert "| 1 | 1 | ok | seed=2 | val/map | 0.5466 |" in summary
     verdict = (
-        "No winner: run 1 (data.root=/data/scenes seed=2) has the best val/map, 0.5466, but the "
+        "No winner: run 1 (seed=2) has the best val/map, 0.5466, but the "
         "values are not a fair comparison: the runs were validated on different images (runs 0, "
         "2 | run 1: the val rows of their split.csv differ), as data.split.seed differs "
         "(${seed} = 1, ${seed} = 2, ${seed} = 3): fix data.split.seed=<n> or give "
@@ -297,7 +316,7 @@ def test_a_crashing_run_is_a_failed_run_and_the_sweep_still_ends_with_its_summar
         ("1", "failed"),
     ]
     assert (tmp_path / "sweep" / "best_model.pt").read_bytes() == b"model 0.3"
-    assert "Failed (no metrics.json; see their finetune.log): 1." in report
+    assert "Failed (no metrics.json; see their finetune.log): run 1." in report
 
 
 def test_a_crash_without_a_log_file_prints_its_traceback(tmp_path, monkeypatch, capsys, scene_root):

@@ -138,6 +138,11 @@ def _write_kept(write: Any, path: Path, *args: Any) -> None:
         log.warning("%s", error)
 
 
+def named_runs(names: list[str]) -> str:
+    """`run 2` or `runs 2, 5`: runs named in a sentence."""
+    return ("run " if len(names) == 1 else "runs ") + ", ".join(names)
+
+
 def _shared_and_swept(overrides: list[str]) -> tuple[str, list[str]]:
     """The overrides every run has, and each run's others (what the sweep varied)."""
     lists = [line.split(" ") if line else [] for line in overrides]
@@ -156,23 +161,20 @@ def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> Non
     best = runs[0] if runs[0]["status"] == OK else None
     difference = split_difference(root, runs) if best else ""
     title = f"{len(runs)} runs" + (f", ranked by {best['monitor']}, {best['mode']}" if best else "")
+    shared, swept = _shared_and_swept([run["overrides"] for run in runs])
+    named = f"run {runs[0]['run']}" + (f" ({swept[0]})" if swept[0] else "")  # what it varied
     if best and difference:
         verdict = (
-            f"No winner: run {best['run']} ({best['overrides']}) has the best {best['monitor']}, "
-            f"{best['value']:.4f}, but the values are not a fair comparison: {difference}. "
-            "Nothing was copied."
+            f"No winner: {named} has the best {best['monitor']}, {best['value']:.4f}, but the "
+            f"values are not a fair comparison: {difference}. Nothing was copied."
         )
     elif best:
         copied = _copy_winner(root / best["run"] / "best_model.pt", root / "best_model.pt")
-        verdict = (
-            f"Winner: run {best['run']} ({best['overrides']}), "
-            f"{best['monitor']} = {best['value']:.4f}; {copied}"
-        )
+        verdict = f"Winner: {named}, {best['monitor']} = {best['value']:.4f}; {copied}"
     elif all(run["status"] == DONE for run in runs):
         verdict = "Nothing to rank: only training runs have a monitored value."
     else:
         verdict = "No winner: no run finished with a monitored value; nothing was copied."
-    shared, swept = _shared_and_swept([run["overrides"] for run in runs])
     shown = [row[:3] + [what] + row[4:] for row, what in zip(rows, swept, strict=True)]
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     table += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in shown]
@@ -180,7 +182,7 @@ def write_summary(root: Path, runs: list[dict[str, Any]], note: str = "") -> Non
     if shared:
         lines.append(f"Every run: {shared} (sweep_summary.csv has each run's full overrides).")
     if failed:
-        lines.append(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
+        lines.append(f"Failed (no metrics.json; see their finetune.log): {named_runs(failed)}.")
     _write_kept(write_text, root / "sweep_summary.md", "\n".join([*lines, note]).strip() + "\n")
     (log.warning if difference else log.info)("sweep %s: %s", root, verdict)
 
@@ -212,8 +214,11 @@ class SweepSummary(Callback):
                 report_after_sweep(config)
             except UserError as error:
                 problem = f"the report stopped: {error}"
+            except KeyboardInterrupt as interrupt:  # it says how to go on; main() exits 130
+                print(f"interrupted: {interrupt}", file=sys.stderr)
+                raise
         if failed:
-            problems = [f"{len(failed)} of {len(runs)} runs failed (run {', '.join(failed)}): see "
+            problems = [f"{len(failed)} of {len(runs)} runs failed ({named_runs(failed)}): see "
                         f"{root / 'sweep_summary.md'}", problem]  # fmt: skip
             problem = "; ".join(filter(None, problems))
         if problem:

@@ -130,6 +130,9 @@ def check_inputs(cfg: DictConfig) -> None:
         sweeps = "outputs/multirun/<date>/<time>"
         _require(cfg.sweep is not None, f"mode=report needs the sweep folder: add sweep={sweeps}")
         sweep = Path(str(cfg.sweep)).expanduser()
+        _require(
+            not sweep.is_file(), f"sweep={sweep} is a file, not a sweep folder: give one ({sweeps})"
+        )
         _require(sweep.is_dir(), f"sweep={sweep} does not exist: give a sweep folder ({sweeps})")
         single = (sweep / ".hydra").is_dir()
         _require(

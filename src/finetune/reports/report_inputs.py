@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import platform
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +16,21 @@ from omegaconf import OmegaConf
 
 from finetune.io import TEXT
 from finetune.reports.report_figures import lr_comparison_figure, winner_curves_figure
-from finetune.sweep import OK, split_difference, sweep_runs
+from finetune.sweep import FAILED, OK, split_difference, sweep_runs
 
 SPLITS = ("train", "val", "test")
 STEP_RECORD = "report_step.json"  # written into a step's run folder once the step has finished
 SIGNIFICANT = 4  # digits of a swept fraction a person reads; the runs' files keep every digit
+# The line a run's finetune.log ends with when the run stopped (finetune.tasks.run_task: a mistake
+# or Ctrl-C; the entry point: a crash in a sweep). A finished training writes metrics.json.
+ENDED = re.compile(r"\] - (stopped|interrupted|crashed):")
 
 
 @dataclass
 class ReportInputs:
     sweep: Path
     runs: list[dict[str, Any]]  # ranked as the sweep summary ranks them, with their settings
+    unfinished: list[str]  # failed runs that look unfinished (still running?)
     swept: list[str]  # the override keys whose values differ between the runs
     split_difference: str  # why the runs' values are not comparable ("" when they are)
     winner: dict[str, Any]  # rank 1 (not a winner when split_difference says why)
@@ -74,6 +79,27 @@ def _job_settings(job: Path) -> dict[str, Any]:
     """A job's composed config (.hydra/config.yaml), as plain containers."""
     config = job / ".hydra" / "config.yaml"
     return OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}
+
+
+def _looks_unfinished(job: Path) -> bool:
+    """A log without an end line and no metrics.json: still running (or killed)."""
+    log = job / "finetune.log"
+    ended = not log.is_file() or ENDED.search(log.read_text(**TEXT))
+    return not ended and not (job / "metrics.json").exists()
+
+
+def unfinished_runs(sweep: Path, runs: list[dict[str, Any]]) -> list[str]:
+    """The failed runs of `sweep` that look unfinished, not stopped by an error."""
+    return [r["run"] for r in runs if r["status"] == FAILED and _looks_unfinished(sweep / r["run"])]
+
+
+def trained_from(weights: Any) -> str:
+    """How the sweep's models started (model.weights): what the report calls them rests on it."""
+    if weights in (None, "none"):
+        return "trained from random weights (model.weights=none)"
+    if weights == "imagenet":
+        return "fine-tuned from ImageNet weights"
+    return f"fine-tuned from the weights in `{weights}`"
 
 
 def _swept(runs: list[dict[str, Any]]) -> list[str]:
@@ -126,6 +152,7 @@ def _runs(sweep: Path) -> list[dict[str, Any]]:
             "label": setting or run["run"],
             "name": f"run {run['run']}" + (f": {setting}" if setting else ""),  # in legends
             "lr": settings.get("optimizer", {}).get("lr"),
+            "weights": settings.get("model", {}).get("weights"),
             "val_map": metrics.get("val", {}).get("val/map"),
             "best_epoch": metrics.get("best_epoch"),
             "epochs_run": metrics.get("epochs_run"),
@@ -146,11 +173,10 @@ def _split_counts(manifest: Path) -> dict[str, Counter]:
 
 
 def _figures(folder: Path, runs: list[dict[str, Any]], winner: dict[str, Any]) -> dict[str, Path]:
-    """The report's own figures. They depend on the sweep's runs only, which do not change:
-    drawn once, kept for later reports."""
+    """The report's own figures, drawn anew into `folder` for each report written: the runs
+    (of a sweep that was still running) and the winner may have changed since the last one."""
     from finetune.io import save_figure
 
-    folder = folder / "figures"
     wanted = {
         "lr_comparison": lambda: lr_comparison_figure(
             {r["name"]: r["curves"] for r in runs if r["curves"]}
@@ -160,14 +186,18 @@ def _figures(folder: Path, runs: list[dict[str, Any]], winner: dict[str, Any]) -
     paths = {}
     for name, draw in wanted.items():
         paths[name] = folder / f"{name}.png"
-        if not paths[name].is_file():
-            save_figure(paths[name], draw())
+        save_figure(paths[name], draw(), overwrite=True)
     return paths
 
 
 def read_inputs(
-    sweep: Path, winner: dict[str, Any], folders: dict[str, Path], original: dict[str, Any]
+    sweep: Path,
+    winner: dict[str, Any],
+    folders: dict[str, Path],
+    original: dict[str, Any],
+    figures: Path,
 ) -> ReportInputs:
+    """What the report shows; its own figures drawn into `figures`."""
     runs = _runs(sweep)
     winner = next(run for run in runs if run["run"] == winner["run"])
     job = sweep / winner["run"]
@@ -175,6 +205,7 @@ def read_inputs(
     return ReportInputs(
         sweep=sweep,
         runs=runs,
+        unfinished=unfinished_runs(sweep, runs),
         swept=_swept(runs),
         split_difference=split_difference(sweep, runs),
         winner=winner,
@@ -185,7 +216,7 @@ def read_inputs(
         reproduction=_json(folders["reproduce"] / "reproduction.json"),
         features=_json(folders["analyze"] / "feature_stats.json"),
         steps={name: _json(folder / STEP_RECORD) or None for name, folder in folders.items()},
-        figures=_figures(folders["eval"].parent, runs, winner),
+        figures=_figures(figures, runs, winner),
         hardware=hardware(),
         original=original,
     )

@@ -4,32 +4,53 @@ conf/report/default.yaml) beside this run's, and one sentence per difference."""
 from typing import Any
 
 from finetune.reports.report_document import Block, Bullets, Heading, Paragraph, Table
-from finetune.reports.report_inputs import ReportInputs, significant
+from finetune.reports.report_inputs import ReportInputs, significant, trained_from
 
 
 def _lr(value: float | None) -> str:
     return "not stated" if value is None else significant(value)
 
 
+def _learning_rate(inputs: ReportInputs, original: dict[str, Any]) -> tuple[list[Any], str]:
+    """The learning rate's row and sentence: compared as a choice only where the sweep varied
+    it; a sweep over something else says what it varied instead."""
+    winner, theirs = inputs.winner, _lr(original["lr"])
+    chosen, others = _lr(winner["lr"]), [key for key in inputs.swept if key != "optimizer.lr"]
+    lrs = sorted({run["lr"] for run in inputs.runs if run["lr"] is not None})
+    if "optimizer.lr" not in inputs.swept:
+        used = f"every run trained with {chosen}"
+        if len(lrs) > 1:  # set by what it varied (optimizer=sgd,adamw, say)
+            used = f"the runs' learning rates, {', '.join(map(significant, lrs))}, followed it"
+        varied = f"it varied {', '.join(others)}" if others else "it varied nothing"
+        sentence = (
+            f"This sweep did not choose the learning rate: {varied} ({used}; the original's "
+            f"learning rate: {theirs}); rank 1 by {winner['monitor']}: "
+            f"`{winner['setting'] or winner['run']}`."
+        )
+        return ["learning rate (not swept)", theirs, chosen, ""], sentence
+    also = f" (it also varied {', '.join(others)}: `{winner['setting']}`)" if others else ""
+    if original["lr"] is None:
+        sentence = (f"The original report does not say which learning rate it chose; this sweep "
+                    f"chose {chosen}{also}, rank 1 by {winner['monitor']} among "
+                    f"{', '.join(map(significant, lrs))}.")  # fmt: skip
+    else:
+        sentence = f"Learning rate: {chosen}{also} here against {theirs} in the original."
+    if inputs.split_difference:
+        sentence += " Not a fair choice: the sweep's runs were validated on different images."
+    return ["learning rate chosen", theirs, chosen, ""], sentence
+
+
 def _measures(inputs: ReportInputs, original: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The headline figures: the chosen learning rate, mean class-wise accuracy, mAP."""
-    evaluation, winner = inputs.evaluation, inputs.winner
+    """The headline figures: the learning rate, mean class-wise accuracy, mAP."""
+    evaluation = inputs.evaluation
     test = original["test"]
+    lr_row, lr = _learning_rate(inputs, original)
     rows: list[list[Any]] = [
-        ["learning rate chosen", _lr(original["lr"]), _lr(winner["lr"]), ""],
+        lr_row,
         ["test mean class-wise accuracy", test["acc_mean"], evaluation["acc_mean"],
          evaluation["acc_mean"] - test["acc_mean"]],
         ["test mAP", test["map"], evaluation["map"], evaluation["map"] - test["map"]],
     ]  # fmt: skip
-    lrs = ", ".join(significant(run["lr"]) for run in inputs.runs if run["lr"] is not None)
-    chosen = _lr(winner["lr"])
-    if original["lr"] is None:
-        lr = (f"The original report does not say which learning rate it chose; this sweep chose "
-              f"{chosen}, rank 1 by {winner['monitor']} among {lrs}.")  # fmt: skip
-    else:
-        lr = f"Learning rate: {chosen} here against {_lr(original['lr'])} in the original."
-    if inputs.split_difference:
-        lr += " Not a fair choice: the sweep's runs were validated on different images."
     sentences = [
         lr,
         f"Mean class-wise test accuracy: {evaluation['acc_mean']:.4f} here against "
@@ -125,6 +146,11 @@ def original_section(inputs: ReportInputs) -> list[Block]:
     rows, sentences = _measures(inputs, original)
     class_blocks, class_sentence = _class_wise(inputs, original)
     feature_blocks, feature_sentences = _features(inputs, original)
+    weights = inputs.winner["weights"]
+    if weights != "imagenet":
+        sentences.insert(0, f"The original fine-tuned an ImageNet-pretrained network; this "
+                         f"sweep's model was {trained_from(weights)}: its scores and its rows "
+                         "`fine-tuned` are not those of the same kind of model.")  # fmt: skip
     return [
         Heading("Against the original report"),
         Paragraph(

@@ -18,7 +18,7 @@ from finetune.reports.report_document import (
     Table,
 )
 from finetune.reports.report_features import features_section
-from finetune.reports.report_inputs import SPLITS, ReportInputs, significant
+from finetune.reports.report_inputs import SPLITS, ReportInputs, significant, trained_from
 from finetune.reports.report_original import original_section
 from finetune.reports.report_winner import (
     curves_section,
@@ -26,6 +26,7 @@ from finetune.reports.report_winner import (
     reproduction_section,
     test_section,
 )
+from finetune.sweep import named_runs
 
 STEP_TITLES = {
     "eval": "evaluation (test split)",
@@ -42,12 +43,6 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "not recorded"
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
-def _short(label: str) -> str:
-    """`optimizer.lr=0.01 model.arch=x` -> `lr=0.01 arch=x`: what fits on a card."""
-    return " ".join(item.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + item.split("=", 1)[-1]
-                    for item in label.split()) if "=" in label else label  # fmt: skip
 
 
 def _lr(value: float | None) -> str:
@@ -75,7 +70,8 @@ def summary(inputs: ReportInputs) -> list[Block]:
         )
     return [
         Paragraph(
-            f"Sweep `{inputs.sweep}`: {len(inputs.runs)} runs on `{inputs.data_root}`, ranked by "
+            f"Sweep `{inputs.sweep}`: {len(inputs.runs)} runs on `{inputs.data_root}`, "
+            f"{trained_from(winner['weights'])}, ranked by "
             f"{winner['monitor']} ({winner['mode']}){verdict} (`{winner['label']}`), its "
             "`best_model.pt` evaluated on the test split, evaluated again to check that the "
             "scores reproduce, and its feature maps analysed."
@@ -85,7 +81,7 @@ def summary(inputs: ReportInputs) -> list[Block]:
                 KeyFigure(
                     "rank 1 (no fair winner)" if inputs.split_difference else "winner",
                     f"run {winner['run']}",
-                    _short(winner["setting"]),
+                    winner["setting"],
                 ),
                 KeyFigure(winner["monitor"].replace("map", "mAP"), _fmt(winner["value"])),
                 KeyFigure("test mean class-wise acc.", _fmt(evaluation.get("acc_mean"))),
@@ -156,18 +152,27 @@ def comparison_section(inputs: ReportInputs) -> list[Block]:
     ]  # fmt: skip
     failed = [run["run"] for run in inputs.runs if run["status"] == "failed"]
     if failed:
-        blocks.insert(
-            2, Paragraph(f"Failed (no metrics.json; see their finetune.log): {', '.join(failed)}.")
-        )
+        said = f"Failed (no metrics.json; see their finetune.log): {named_runs(failed)}."
+        if inputs.unfinished:
+            ends = "it ends" if len(inputs.unfinished) == 1 else "they end"
+            said += (
+                f" {named_runs(inputs.unfinished).capitalize()} looked unfinished (still "
+                f"running?) when this report was written: listed as failed until {ends}."
+            )
+        blocks.insert(2, Paragraph(said))
     return blocks
+
+
+def _device(run: dict[str, Any]) -> str:
+    """Where a run trained, from its config; its precision from its metrics.json."""
+    trainer = run["trainer"]
+    where = f"{trainer['accelerator']} x{trainer['devices']}" if trainer else "not recorded"
+    return f"{where}, {run['precision'] or 'precision not recorded (no metrics.json)'}"
 
 
 def cost_section(inputs: ReportInputs) -> list[Block]:
     rows = [[f"train run {run['run']} ({run['label']})", f"{inputs.sweep.name}/{run['run']}",
-             _seconds(run["wall_time_s"]),
-             f"{run['trainer'].get('accelerator', '?')} x{run['trainer'].get('devices', '?')}, "
-             f"{run['precision'] or '?'}"]
-            for run in inputs.runs]  # fmt: skip
+             _seconds(run["wall_time_s"]), _device(run)] for run in inputs.runs]  # fmt: skip
     for name, record in inputs.steps.items():
         where = f"{record['cpu']}, GPU {record['gpu']}" if record else "not recorded"
         rows.append(

@@ -48,22 +48,27 @@ def reproduction_section(inputs: ReportInputs) -> list[Block]:
         Heading("Reproduction"),
         Paragraph(
             f"The same checkpoint evaluated a second time (`report/reproduce`) and compared with "
-            f"the first evaluation's `softmax_scores.pt`: {verdict} (tolerance {r['tolerance']:g})."
+            f"the first evaluation's `softmax_scores.pt`: {verdict} (tolerance "
+            f"{_small(r['tolerance'])})."
         ),
         Table(
             ["max abs difference", "rows that differ", "rows", "tolerance", "result"],
             [
                 [
-                    r["max_abs_diff"],
+                    _small(r["max_abs_diff"]),
                     r["rows_differ"],
                     r["rows"],
-                    r["tolerance"],
+                    _small(r["tolerance"]),
                     "passed" if r["passed"] else "failed",
                 ]
             ],
-            digits=8,
         ),  # fmt: skip
     ]
+
+
+def _small(value: float) -> str:
+    """A difference or tolerance as a person reads it: 0, 1e-06, 3.1e-07, 0.0123."""
+    return f"{value:.3g}"
 
 
 def ranked_section(inputs: ReportInputs) -> list[Block]:
