@@ -138,6 +138,26 @@ def test_log_filters_drop_only_the_named_lines_of_the_named_loggers(fresh_filter
     assert collect.messages[-1] == "GPU available: False, used: False"
 
 
+def test_ranks_other_than_zero_say_only_warnings(fresh_filters, monkeypatch):
+    """Under DDP every rank runs the whole command: the progress lines are said by rank 0 only,
+    on the console and in finetune.log; a warning of any rank is said."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    root, collect = logging.getLogger(), Collect()
+    root.addHandler(collect)
+    said = logging.getLogger("finetune.precision")
+    monkeypatch.setattr(said, "level", logging.INFO)
+    try:
+        quiet_console()
+        for rank in (0, 1):
+            monkeypatch.setattr(rank_zero_only, "rank", rank)
+            said.info("numerics on rank %d", rank)
+            said.warning("a warning on rank %d", rank)
+    finally:
+        root.removeHandler(collect)
+    assert collect.messages == ["numerics on rank 0", "a warning on rank 0", "a warning on rank 1"]
+
+
 def test_help_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
     """`python -m finetune --help | head -2`: the reader may leave before the help is written."""
     read_end, write_end = os.pipe()

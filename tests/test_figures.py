@@ -1,5 +1,9 @@
 """Figures: one PNG per figure in the run folder, and the same PNG bytes in TensorBoard."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
@@ -176,3 +180,77 @@ def test_confusion_matrix_counts_equal_scikit_learn():
     assert matrix.tolist() == expected.tolist()
     assert matrix[:, 4].sum() == matrix[4].sum() == 0 and matrix[3].sum() == 1
     np.testing.assert_array_equal(figure.axes[0].images[0].get_array(), expected)
+
+
+def write_fit_logs(folder: Path, epochs: range, loss: float) -> None:
+    """The curves a fit logs per epoch (train/loss, val/map, epoch; two steps an epoch), as
+    Lightning writes them, with loss + epoch as train/loss."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(folder)
+    for epoch in epochs:
+        for tag, value in (("train/loss", loss + epoch), ("val/map", 0.5), ("epoch", epoch)):
+            writer.add_scalar(tag, value, 2 * epoch + 1)
+    writer.close()
+
+
+def recorded_run(run: Path, cwd: Path, resume: str | None, interrupted: bool = False) -> None:
+    """What a training run keeps of how it started: the folder it ran from and its resume=
+    (.hydra/), and its results (metrics.json) unless it was stopped with Ctrl-C."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {cwd}\n")
+    (run / ".hydra" / "overrides.yaml").write_text(f"- resume={resume}\n" if resume else "[]\n")
+    if not interrupted:
+        (run / "metrics.json").write_text(json.dumps({"resumed_from": resume}))
+
+
+def test_eval_finds_the_training_curves_from_what_the_checkpoint_records(tmp_path):
+    """The logs of the run that wrote the checkpoint, found from best_model.pt's record of its
+    best epoch: for a sweep winner's copy at the sweep root, and in tensorboard/<version>/; a
+    resumed run's curves join those of the runs it resumed (from their records, each relative
+    to where it ran; the one stopped with Ctrl-C by its command line), and once those are gone,
+    the title says which epochs it shows."""
+    import torch
+
+    from finetune.checkpoint import LoadedModel
+    from finetune.reports.eval_report import training_curves
+
+    def loaded(path: Path, **metrics) -> LoadedModel:
+        return LoadedModel(torch.nn.Identity(), ["a", "b"], {}, None, path, metrics)
+
+    sweep = tmp_path / "multirun" / "day" / "time"
+    write_fit_logs(sweep / "3" / "tensorboard", range(2), 1.0)
+    best = str(sweep / "3" / "checkpoints" / "epoch001.ckpt")
+    curves, title = training_curves(loaded(sweep / "best_model.pt", best_checkpoint=best))
+    assert curves["train/loss"] == ([0, 1], [1.0, 2.0])
+    assert title == "training run of the checkpoint: epochs 0-1"
+
+    write_fit_logs(tmp_path / "versioned" / "tensorboard" / "v1", range(1), 1.0)
+    curves, title = training_curves(loaded(tmp_path / "versioned" / "best_model.pt"))
+    assert curves["val/map"] == ([0], [0.5]) and title.endswith("epoch 0")
+
+    # first: epoch 0; interrupted: epochs 1-2, resumed by `end` from its epoch 1 (relative)
+    first, interrupted, end = (tmp_path / "runs" / name for name in ("first", "stop", "end"))
+    write_fit_logs(first / "tensorboard", range(1), 10.0)
+    write_fit_logs(interrupted / "tensorboard", range(1, 3), 20.0)
+    write_fit_logs(end / "tensorboard", range(2, 4), 30.0)
+    recorded_run(first, tmp_path, None)
+    recorded_run(interrupted, tmp_path / "runs", "first", interrupted=True)
+    recorded_run(end, tmp_path, "runs/stop/checkpoints/epoch001.ckpt")
+    checkpoint = loaded(
+        end / "best_model.pt",
+        best_checkpoint=str(end / "checkpoints" / "epoch003.ckpt"),
+        resumed_from="runs/stop/checkpoints/epoch001.ckpt",
+    )
+    curves, title = training_curves(checkpoint)
+    assert curves["train/loss"] == ([0, 1, 2, 3], [10.0, 21.0, 32.0, 33.0])
+    assert title == (
+        "training run of the checkpoint: epochs 0-3, over 3 runs (each resumed the one before)"
+    )
+    shutil.rmtree(interrupted)
+    curves, title = training_curves(checkpoint)
+    assert curves["train/loss"] == ([2, 3], [32.0, 33.0])
+    assert title == (
+        "training run of the checkpoint: epochs 2-3 (not the earlier ones: the run it resumed "
+        "is gone)"
+    )

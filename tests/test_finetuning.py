@@ -172,12 +172,12 @@ def test_both_learning_rates_are_logged_and_used(tmp_path, scene_root, overrides
         *overrides,
     )
     tags = scalars(run_dir)
-    assert sorted(tag for tag in tags if tag.startswith("lr-")) == [
-        "lr-SGD/backbone",
-        "lr-SGD/head",
+    assert sorted(tag for tag in tags if tag.startswith("train/lr/")) == [
+        "train/lr/backbone",
+        "train/lr/head",
     ]
-    assert tags["lr-SGD/head"] == pytest.approx(head, rel=1e-6)
-    assert tags["lr-SGD/backbone"] == pytest.approx(backbone, rel=1e-6)
+    assert tags["train/lr/head"] == pytest.approx(head, rel=1e-6)
+    assert tags["train/lr/backbone"] == pytest.approx(backbone, rel=1e-6)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     groups = last["optimizer_states"][0]["param_groups"]
     assert [group["name"] for group in groups] == ["head", "backbone"]
@@ -243,8 +243,8 @@ def test_resumed_staged_run_equals_the_uninterrupted_one(tmp_path, scene_root, s
     expected = scalars(staged_run)  # the backbone's rate is logged from epoch 1 on
     for epoch, resumed in [(1, joined), (2, finished)]:
         got = scalars(resumed)
-        assert got["lr-SGD/head"] == [expected["lr-SGD/head"][epoch]]
-        assert got["lr-SGD/backbone"] == [expected["lr-SGD/backbone"][epoch - 1]]
+        assert got["train/lr/head"] == [expected["train/lr/head"][epoch]]
+        assert got["train/lr/backbone"] == [expected["train/lr/backbone"][epoch - 1]]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The `logger` config group: TensorBoard by default, CSV and MLflow on demand, several at once;
-every logger receives the same metrics (read back with each tool's own reader)."""
+every logger receives the same metrics (read back with each tool's own reader); the learning rate
+is a train/ curve, and each run has an entry in TensorBoard's HParams tab."""
 
 import csv
 import json
@@ -85,7 +86,8 @@ def test_every_logger_receives_the_same_metrics(tmp_path, monkeypatch, scene_roo
     board = tensorboard_series(run_dir / "tensorboard")
     table = csv_series(run_dir / "csv" / "metrics.csv")
     tracked = mlflow_series(f"sqlite:///{tmp_path}/outputs/mlflow.db", "outputs/train/run")
-    assert {"train/loss_step", "train/loss", "val/map", "val/acc/forest", "lr-SGD"} <= set(board)
+    assert {"train/loss_step", "train/loss", "val/map", "val/acc/forest", "train/lr"} <= set(board)
+    board = {tag: points for tag, points in board.items() if not tag.startswith("best/")}  # HParams
     assert set(table) == set(board) == set(tracked)
     for tag, points in board.items():
         assert table[tag].keys() == points.keys() == tracked[tag].keys(), tag
@@ -143,6 +145,115 @@ def test_no_logger_trains_and_its_eval_says_there_are_no_training_logs(tmp_path,
     run_in_process(
         "mode=eval", f"ckpt={train_dir / 'best_model.pt'}", f"hydra.run.dir={eval_dir}", *TINY
     )
-    assert "no TensorBoard logs beside" in (eval_dir / "finetune.log").read_text()
+    said = f"no TensorBoard logs in {train_dir / 'tensorboard'}, the training run of "
+    assert said in (eval_dir / "finetune.log").read_text()
     figures = {path.name for path in eval_dir.rglob("*.png")}
     assert "confusion_matrix.png" in figures and "training_curves.png" not in figures
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "tags"),
+    [
+        ({"name": "sgd", "lr": 0.1}, {"name": "none"}, ["train/lr"]),
+        (
+            {"name": "adamw", "lr": 0.1, "betas": [0.9, 0.999], "backbone_lr_mult": 0.1},
+            {"name": "cosine"},
+            ["train/lr/backbone", "train/lr/head"],
+        ),
+    ],
+    ids=["no-scheduler", "two-groups"],
+)
+def test_the_learning_rate_is_logged_among_the_train_curves(tmp_path, optimizer, scheduler, tags):
+    """Lightning's learning-rate monitor names a rate lr-<optimizer class> (lr-SGD/head with
+    param groups), outside every group of cards: it is train/lr, also without a scheduler."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from omegaconf import OmegaConf
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from finetune.model import ImageClassifier
+
+    network = OmegaConf.to_container(compose_config("model.weights=none").model, resolve=True)
+    model = ImageClassifier(["a", "b"], network, optimizer, scheduler, {})
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="", version=""),
+        callbacks=[LearningRateMonitor(logging_interval="epoch")],
+        max_epochs=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    images = TensorDataset(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    trainer.fit(model, DataLoader(images, batch_size=2))
+    assert sorted(tag for tag in tensorboard_series(tmp_path) if "lr" in tag) == tags
+
+
+def test_a_run_has_an_hparams_entry_with_its_settings_and_final_figures(tmp_path):
+    """One job of `-m optimizer=adamw optimizer.lr=1e-2,1e-3`: its HParams session holds the
+    overridden keys and the main training keys as the run used them (a resumed run's settings
+    win over the command line's) and the val and test figures of the selected epoch; read back
+    through TensorBoard's own event reader and HParams plugin data."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+    from tensorboard.plugins.hparams import metadata
+
+    from finetune.loggers import log_hparams_session, training_loggers
+    from finetune.reports.eval_figures import read_training_curves
+
+    overrides = ["optimizer=adamw", "optimizer.lr=1e-2", "trainer.enable_progress_bar=false"]
+    composed = compose_config(*overrides, "hydra.run.dir=x", hydra_node=True)
+    cfg = OmegaConf.masked_copy(composed, [key for key in composed if key != "hydra"])
+    settings = {group: OmegaConf.to_container(cfg[group]) for group in ("model", "data")}
+    settings["optimizer"] = OmegaConf.to_container(cfg.optimizer) | {"lr": 0.002}  # resumed
+    settings["scheduler"] = {"name": "cosine", "eta_min": 0.0}
+    results = {
+        "val": {"val/map": 0.75, "val/acc_mean": 0.5, "val/ap/forest": 0.25},
+        "test": {"test/map": 0.625, "test/acc_mean": 0.375},
+    }
+    saved, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+    try:
+        HydraConfig.instance().set_config(composed)
+        loggers = training_loggers(cfg, tmp_path)
+        log_hparams_session(loggers, cfg, settings, results)
+    finally:
+        HydraConfig.instance().cfg = saved
+
+    folder = tmp_path / "tensorboard"
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    session = metadata.parse_session_start_info_plugin_data(
+        content[metadata.SESSION_START_INFO_TAG]
+    )
+    hparams = {
+        key: value.number_value if value.HasField("number_value") else value.string_value
+        for key, value in session.hparams.items()
+    }
+    assert hparams == {
+        "model.arch": "resnet18",
+        "model.weights": "imagenet",
+        "optimizer": "adamw",
+        "optimizer.name": "adamw",
+        "optimizer.lr": pytest.approx(0.002),
+        "optimizer.weight_decay": pytest.approx(0.05),
+        "scheduler.name": "cosine",
+        "data.loader.batch_size": 32,
+        "trainer.max_epochs": 10,
+        "trainer.enable_progress_bar": "false",  # not 0: torch's summary makes a bool a number
+        "seed": 42,
+    }
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    final = ["best/val/map", "best/val/acc_mean", "best/test/map", "best/test/acc_mean"]
+    assert [info.name.tag for info in experiment.metric_infos] == final
+    series = tensorboard_series(folder)
+    assert {tag: list(points.values()) for tag, points in series.items()} == {
+        "best/val/map": [0.75],
+        "best/val/acc_mean": [0.5],
+        "best/test/map": [0.625],
+        "best/test/acc_mean": [0.375],
+    }
+    assert read_training_curves(folder) == {}  # no epoch of the fit: not a training curve

@@ -52,7 +52,7 @@ def test_adamw_is_the_optimizer_that_trains(tmp_path, scene_root):
     assert (group["lr"], group["weight_decay"], tuple(group["betas"])) == (3e-4, 0.05, (0.9, 0.999))
     states = last["optimizer_states"][0]["state"].values()
     assert states and all({"exp_avg", "exp_avg_sq"} <= state.keys() for state in states)
-    assert scalars(run_dir)["lr-AdamW"] == [pytest.approx(3e-4)]
+    assert scalars(run_dir)["train/lr"] == [pytest.approx(3e-4)]
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_learning_rate_of_each_epoch_follows_the_schedule(
         "trainer.max_epochs=3",
         *overrides,
     )
-    assert scalars(run_dir)["lr-SGD"] == pytest.approx(expected, rel=1e-6)
+    assert scalars(run_dir)["train/lr"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_label_smoothing_is_the_loss_that_is_minimised():

@@ -79,8 +79,6 @@ def test_gpu_choice_follows_bf16_support(cpu, gpu, bf16, precision, channels_las
 def test_explicit_settings_win(cpu, gpu):
     cpu("AMX")
     gpu(True)
-    chosen = choose_numerics("cpu", "32-true", "auto", True)
-    assert (chosen.precision, chosen.channels_last) == ("32-true", True)
     chosen = choose_numerics("gpu", "auto", False, False)
     assert (chosen.precision, chosen.channels_last) == ("bf16-mixed", False)
     chosen = choose_numerics("cpu", "16-mixed", True, False)
@@ -91,6 +89,24 @@ def test_explicit_settings_win(cpu, gpu):
     )
     cpu(None)
     assert choose_numerics("cpu", "bf16-mixed", "auto", True).channels_last is False
+
+
+def test_channels_last_follows_the_precision_the_user_set(cpu, gpu):
+    """A trainer.precision set by the user is their opt-in: cpu_bf16 (which only decides what
+    `auto` means) has no say in channels-last, whose own rule is said instead: on for a 16-bit
+    precision on a device with native bfloat16, off for float32 and float64."""
+    cpu("AMX")
+    gpu(None)
+    chosen = choose_numerics("cpu", "bf16-mixed", "auto", False)
+    assert (chosen.precision, chosen.channels_last) == ("bf16-mixed", True)
+    assert chosen.reason == "channels-last on: this CPU computes bfloat16 natively (AMX)"
+    for precision in ("32-true", "64-true"):
+        chosen = choose_numerics("cpu", precision, "auto", True)
+        assert (chosen.precision, chosen.channels_last) == (precision, False)
+        assert chosen.reason == (
+            f"channels-last off: it pays off for 16-bit precisions only, and this run trains in "
+            f"{precision}"
+        )
 
 
 def test_this_machine_is_described_truthfully():
@@ -200,3 +216,20 @@ def test_explicit_settings_win_in_a_run(tmp_path, scene_root, cpu, gpu):
     }
     hparams = torch.load(tmp_path / "best_model.pt", weights_only=True)["hyper_parameters"]
     assert hparams["model"]["channels_last"] is False
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_a_true_precision_trains_is_judged_and_evaluated(tmp_path, scene_root, precision):
+    """bf16-true and 64-true (Lightning's HalfPrecision and DoublePrecision: they convert the
+    module's weights to their dtype) train, the best epoch is measured again in float32, and a
+    later mode=eval of best_model.pt reports exactly those test figures."""
+    trained = train_in_process(
+        tmp_path / "run", f"data.root={scene_root}", *TRAIN, f"trainer.precision={precision}"
+    )
+    assert trained["numerics"]["precision"] == precision
+    assert trained["inference"]["precision"] == "32-true"
+    evaluated = train_in_process(
+        tmp_path / "eval", "mode=eval", f"ckpt={tmp_path / 'run' / 'best_model.pt'}", *TINY
+    )
+    for key in ("acc_mean", "map"):
+        assert evaluated[key] == pytest.approx(trained["test"][f"test/{key}"], abs=1e-6)

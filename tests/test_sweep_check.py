@@ -107,3 +107,35 @@ def test_optuna_sweeps_are_left_to_optuna():
     """Optuna picks its trials as it goes: interval() is its search space, and its jobs cannot be
     listed before the sweep starts."""
     check("hparams_search=optuna", "optimizer.lr=interval(0.001,0.01)", "hydra.sweep.subdir=x")
+
+
+@pytest.mark.parametrize(
+    ("argv", "keys"),
+    [
+        (["optimizer.lr=0.01,0.05"], "optimizer.lr"),
+        (["optimizer=sgd,adamw", "model.arch=resnet18,resnet34"], "optimizer, model.arch"),
+        (["experiment=report"], "optimizer.lr"),  # the sweeper's own grid
+        (["hparams_search=optuna"], "optimizer.lr, optimizer.weight_decay"),  # any sweeper
+    ],
+    ids=["lr", "group-and-key", "experiment-grid", "optuna"],
+)
+def test_a_sweep_of_keys_a_resumed_run_ignores_is_refused(tmp_path, argv, keys):
+    """A resumed run takes the optimizer, scheduler, network and transform from its checkpoint:
+    each job would train the same run, and the sweep would rank the copies by unused values."""
+    message = refused(*argv, f"resume={tmp_path}")
+    for words in (f"a sweep of {keys}", f"resume={tmp_path}", "every job would train the same run"):
+        assert words in message, message
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["optimizer.lr=0.01,0.05", "seed=1,2", "resume=run"],
+        ["trainer.max_epochs=3,4", "resume=run"],
+        ["resume=run1,run2", "optimizer.lr=0.01"],
+        ["optimizer.lr=0.01,0.05"],
+    ],
+    ids=["a-key-it-reads", "epochs", "the-checkpoint", "not-resumed"],
+)
+def test_a_sweep_whose_jobs_differ_passes(argv):
+    check(*argv)

@@ -106,6 +106,17 @@ class _NotOnConsole(logging.Filter):
         return getattr(record, "console", True)
 
 
+class _RankZeroInfo(logging.Filter):
+    """Under DDP every rank runs the whole command (Lightning starts the others as copies of
+    it): the ranks other than 0 say only warnings and errors, as Lightning's rank_zero_info
+    does, not the same progress lines once per rank."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only  # imported by the task
+
+        return record.levelno >= logging.WARNING or getattr(rank_zero_only, "rank", 0) == 0
+
+
 # `lightning` always gets a console handler of its own when imported; `lightning.pytorch` and
 # `lightning.fabric` too, and stop propagating to the root handlers, when imported before logging
 # is configured (a notebook's `import lightning` first).
@@ -113,6 +124,7 @@ _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 _LOG_FILTERS = {name: _DropMessages(patterns) for name, patterns in QUIET_LOG_LINES.items()}
 _ONCE_FILTERS = {name: _OncePerRun(pattern) for name, pattern in ONCE_LOG_LINES.items()}
 _NOT_ON_CONSOLE = _NotOnConsole()
+_RANK_ZERO_INFO = _RankZeroInfo()
 
 
 def quiet_console() -> None:
@@ -132,6 +144,7 @@ def quiet_console() -> None:
         once.seen.clear()
         logging.getLogger(name).addFilter(once)
     for handler in logging.getLogger().handlers:
+        handler.addFilter(_RANK_ZERO_INFO)  # finetune.log too: the ranks share the run folder
         stream = getattr(handler, "stream", None)
         if hasattr(stream, "reconfigure") and not stream.closed:
             stream.reconfigure(errors="backslashreplace")

@@ -6,17 +6,23 @@ The one argument of each logger that places it in the run (TensorBoard's and CSV
 MLflow's run name) is null in the config and filled in here with the run folder, so that the
 logger configs hold for any run folder, also where no Hydra job runs (training_loggers takes
 the folder); a value set in the config (e.g. save_dir=${hydra:runtime.output_dir}/tb) is kept.
+
+Once the selected epoch is measured, each TensorBoard logger also gets the run's HParams entry
+(log_hparams_session): the runs of a sweep then compare side by side in TensorBoard's HParams tab.
+mode=eval finds the logs of a checkpoint's earlier epochs in the runs it resumed (resumed_run).
 """
 
 import importlib.util
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import user_path
@@ -70,3 +76,99 @@ def training_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             raise UserError(f"logger.{name} rejected by {target}: {reason}") from None
         loggers.append(logger)
     return loggers
+
+
+# The hyper-parameters of every run's HParams entry, beside the keys its command line set.
+MAIN_KEYS = (
+    "model.arch",
+    "model.weights",
+    "optimizer.name",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "scheduler.name",
+    "data.loader.batch_size",
+    "trainer.max_epochs",
+    "seed",
+)
+# The figures of the selected epoch in the HParams entry, as scalars best/<metric>: their own
+# tags, so that the per-epoch curves val/map, ... keep one point per epoch.
+FINAL_METRICS = ("val/map", "val/acc_mean", "test/map", "test/acc_mean")
+SETTINGS_GROUPS = ("model", "optimizer", "scheduler", "data")
+TRAINING_METRICS = "metrics.json"  # mode=train's results, beside its best_model.pt
+
+
+def _value(tree: Any, key: str) -> Any:
+    """The value at the dotted `key` of nested dicts; None where there is none."""
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def run_hparams(cfg: DictConfig, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's hyper-parameters by config key: MAIN_KEYS and every key the command line set
+    (a config group by its option, optimizer=adamw), valued as the run used them. `settings`: the
+    model's hyperparameters, which win over `cfg` (a resumed run trains with its checkpoint's)."""
+    used = OmegaConf.to_container(cfg, resolve=True)
+    used.update({group: settings[group] for group in SETTINGS_GROUPS if group in settings})
+    hparams = {key: _value(used, key) for key in MAIN_KEYS}
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    for override in overrides:
+        key, _, text = override.lstrip("+").partition("=")
+        key = key.split("@")[0]
+        if override.startswith("~") or key.split(".")[0].split("/")[0] == "hydra":
+            continue
+        value = _value(used, key)
+        hparams[key] = text if value is None or isinstance(value, Mapping) else value
+    return {key: _shown(value) for key, value in hparams.items()}
+
+
+def _shown(value: Any) -> Any:
+    """A bool or null as the config writes it: torch's hparams summary makes a bool 0 or 1."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else value
+
+
+def log_hparams_session(
+    loggers: list[Any], cfg: DictConfig, settings: Mapping[str, Any], results: Mapping[str, Any]
+) -> None:
+    """Write the run's HParams entry to each TensorBoard logger: its hyper-parameters
+    (run_hparams) and the val and test figures of its selected epoch (`results` of mode=train),
+    as best/val/map, ... The fit closed the logger's event file: this writes one more, holding no
+    train/ curve (mode=eval's training-curve figure leaves it out)."""
+    from lightning.pytorch.loggers import TensorBoardLogger  # Lightning: not on the check path
+
+    measured = {**results.get("val", {}), **results.get("test", {})}
+    metrics = {f"best/{key}": float(measured[key]) for key in FINAL_METRICS if key in measured}
+    hparams = run_hparams(cfg, settings)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hparams, metrics)
+            logger.finalize("success")  # flushed and closed, as after the fit
+
+
+def resumed_run(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
+    """The run folder that the training in `run_dir` resumed: its `resumed_from` (from `metrics`,
+    else its metrics.json), else the resume= of its command line (.hydra/overrides.yaml: a run
+    stopped with Ctrl-C has no metrics). A relative path is taken from where that run started."""
+    hydra = run_dir / ".hydra"
+    try:
+        if metrics is None and (run_dir / TRAINING_METRICS).is_file():
+            metrics = json.loads((run_dir / TRAINING_METRICS).read_text())
+        if metrics is not None:
+            resume = metrics.get("resumed_from")
+        else:
+            recorded = hydra / "overrides.yaml"
+            overrides = OmegaConf.load(recorded) if recorded.is_file() else []
+            given = [str(item).lstrip("+").partition("=") for item in overrides]
+            resume = next((value for key, _, value in given if key == "resume"), None)
+        if resume in (None, "", "null"):
+            return None
+        path = Path(resume).expanduser()
+        if not path.is_absolute() and (hydra / "hydra.yaml").is_file():
+            path = Path(OmegaConf.load(hydra / "hydra.yaml").hydra.runtime.cwd) / path
+    except (OSError, ValueError, AttributeError):  # records edited or cut short: no earlier run
+        return None
+    return path.parent.parent if path.suffix == ".ckpt" else path  # <run>/checkpoints/x.ckpt

@@ -16,11 +16,14 @@ from finetune.network import (
     check_image_size,
     head_name,
 )
-from finetune.optim import build_optimizer, build_scheduler
+from finetune.optim import build_optimizer, build_scheduler, constant_schedule
 
 # validation dataloader index -> the name its metrics are logged under
 VAL_LOADERS = ("val", "train_eval")
 PROGRESS_BAR = {"train/loss", "val/loss", "val/acc_mean", "val/map"}
+# The learning rate's tag, beside the other train/ curves (train/lr/head, train/lr/backbone with
+# named param groups): Lightning's LearningRateMonitor logs a schedule under its config's name.
+LR_TAG = "train/lr"
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
@@ -146,7 +149,7 @@ class ImageClassifier(L.LightningModule):
         """One group of every trainable parameter; or, when the backbone learns at its own rate
         (optimizer.backbone_lr_mult != 1) or joins later (model.unfreeze_at_epoch), a "head" group
         and a "backbone" group (once it trains), named so that the logged learning rates say
-        which is which (lr-SGD/head, lr-SGD/backbone)."""
+        which is which (train/lr/head, train/lr/backbone)."""
         lr_mult = self.hparams.optimizer.get("backbone_lr_mult", 1.0)
         if lr_mult == 1 and self.hparams.model.get("unfreeze_at_epoch") is None:
             return [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
@@ -162,9 +165,9 @@ class ImageClassifier(L.LightningModule):
         optimizer = build_optimizer(self.param_groups(), self.hparams.optimizer)
         epochs = max(int(self.trainer.max_epochs or 1), 1)
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, epochs)
-        if scheduler is None:
-            return {"optimizer": optimizer}
+        if scheduler is None:  # scheduler=none: a constant one, for the name of the logged rate
+            scheduler = constant_schedule(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "name": LR_TAG},
         }

@@ -122,6 +122,16 @@ def build_scheduler(
     return SCHEDULERS[name](optimizer, dict(settings), max_epochs)
 
 
+def constant_schedule(optimizer: Optimizer) -> LRScheduler:
+    """A schedule that keeps each param group's learning rate (ConstantLR at factor 1 reads the
+    groups' rates, also of a group that joins later): scheduler=none still has a schedule, which
+    names the logged learning rate like every other (Lightning names a lone optimizer's
+    lr-<class>)."""
+    from torch.optim.lr_scheduler import ConstantLR
+
+    return ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def join_param_group(
     optimizer: Optimizer,
     schedulers: list[LRScheduler],

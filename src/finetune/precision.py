@@ -93,6 +93,11 @@ def _native_bf16(device: str) -> tuple[bool, str]:
     return False, "the accelerator is neither a CPU nor a CUDA GPU"
 
 
+def _sixteen_bit(precision: str) -> bool:
+    """Whether `precision` computes in 16 bits (bf16-mixed, 16-true, transformer-engine, ...)."""
+    return not precision.startswith(("32", "64"))
+
+
 def choose_numerics(
     accelerator: str, precision: Any, channels_last: Any, cpu_bf16_allowed: bool
 ) -> Numerics:
@@ -100,7 +105,9 @@ def choose_numerics(
 
     On a CPU with native bf16, `auto` means bf16 only when `cpu_bf16_allowed` (config key
     `cpu_bf16`, false by default): bf16 training there is 2.1x faster but missed float32's
-    accuracy by more than the one point the default must keep (`make parity`)."""
+    accuracy by more than the one point the default must keep (`make parity`). Channels-last
+    has a rule of its own: it pays off where a 16-bit precision runs on a device that computes
+    bfloat16 natively, so `auto` follows the precision the run trains in, chosen or set."""
     precision = str(precision)
     explicit_precision = precision != AUTO
     explicit_layout = channels_last != AUTO
@@ -108,13 +115,19 @@ def choose_numerics(
         return Numerics(precision, bool(channels_last), "as set in the config")
     device = _device_kind(str(accelerator))
     native, why = _native_bf16(device)
-    if device == "cpu" and native and not cpu_bf16_allowed:
-        native = False
-        why += (
-            ", but bf16 training on a CPU is opt-in (cpu_bf16=true): it missed float32's "
-            "accuracy in `make parity`"
-        )
-    chosen_precision = precision if explicit_precision else (FAST if native else PLAIN)
+    if explicit_precision:  # set by the user: cpu_bf16 has no say, the precision has
+        chosen_precision = precision
+        if not _sixteen_bit(precision):
+            native = False
+            why = f"it pays off for 16-bit precisions only, and this run trains in {precision}"
+    else:
+        if device == "cpu" and native and not cpu_bf16_allowed:
+            native = False
+            why += (
+                ", but bf16 training on a CPU is opt-in (cpu_bf16=true): it missed float32's "
+                "accuracy in `make parity`"
+            )
+        chosen_precision = FAST if native else PLAIN
     chosen_layout = bool(channels_last) if explicit_layout else native
     parts = []
     if not explicit_precision:

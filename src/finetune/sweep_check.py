@@ -7,11 +7,13 @@ Optuna, and says so in a 15-line traceback. A subdir that does not tell two jobs
 `.hydra/` and stop on its files, after which the sweep summary ranks the first job's model under
 the second job's overrides. Both are refused here in one line, and so is a subdir that does not
 resolve (a traceback when the first job starts). Sweeps of another sweeper (Optuna) choose their
-jobs as they go: they are left to it. Only hydra and omegaconf are imported.
+jobs as they go: they are left to it, except that no sweeper may sweep only keys that resume=
+takes from its checkpoint (every job would train the same run). Only hydra and omegaconf are
+imported.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -27,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from finetune.composition import compose_as_cli
 from finetune.errors import UserError
 from finetune.overrides import parse_override
+from finetune.resume import ignored_when_resuming
 
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"  # hydra.sweeper._target_
 # hydra.sweep.subdir in conf/config.yaml (and Hydra's default): a folder per job by construction,
@@ -40,13 +43,15 @@ def check_sweep(
     search: ConfigSearchPath,
     config_name: str,
 ) -> None:
-    """Raise a one-line UserError for a basic-sweeper sweep that cannot run as asked: a swept
+    """Raise a one-line UserError for a sweep that cannot run as asked: one that sweeps only
+    keys resume= takes from its checkpoint (any sweeper), and for Hydra's basic sweeper a swept
     interval(), or two jobs given one folder. `overrides` is the command line, parsed;
     `first_job_cfg` the config (hydra node included) of the sweep's first job; `search` where
     configs are found (finetune.composition.search_path)."""
+    params = OmegaConf.select(first_job_cfg, "hydra.sweeper.params") or {}
+    _refuse_sweeps_resuming_ignores(params, overrides, first_job_cfg)
     if OmegaConf.select(first_job_cfg, "hydra.sweeper._target_") != BASIC_SWEEPER:
         return
-    params = OmegaConf.select(first_job_cfg, "hydra.sweeper.params") or {}
     swept = [parse_override(f"{key}={value}") for key, value in params.items()]  # its own first
     swept += [override for override in overrides if not override.is_hydra_override()]
     for override in swept:
@@ -56,6 +61,35 @@ def check_sweep(
         lines = [override.input_line for override in swept]
         hydra_lines = [o.input_line for o in overrides if o.is_hydra_override()]
         _refuse_shared_folders(lines, hydra_lines, first_job_cfg, search, config_name, subdir)
+
+
+def _refuse_sweeps_resuming_ignores(
+    params: DictConfig, overrides: Sequence[Override], first_job_cfg: DictConfig
+) -> None:
+    """A resumed run takes its optimizer, scheduler, network and transform from the checkpoint
+    (finetune.resume.RESUMED_KEYS): a sweep of those keys alone with resume= would train the
+    same run once per job, then rank the copies by values none of them used. `params` are the
+    sweeper's own (experiment=report's grid, Optuna's search space), `overrides` the command
+    line's."""
+    if first_job_cfg.get("mode") != "train" or not first_job_cfg.get("resume"):
+        return
+    swept = [key for key, value in params.items() if _swept(key, value)]
+    swept += [o.key_or_group for o in overrides if o.is_sweep_override()]
+    if swept and all(map(ignored_when_resuming, swept)):
+        raise UserError(
+            f"a sweep of {', '.join(dict.fromkeys(swept))} with resume={first_job_cfg.resume}: "
+            "a resumed run takes these from its checkpoint, so every job would train the same "
+            "run; sweep without resume= (from the start), or sweep what a resumed run reads "
+            "(trainer.max_epochs, seed, ...)"
+        )
+
+
+def _swept(key: str, value: object) -> bool:
+    """Whether a sweeper's param is a sweep: a list, range or interval in Hydra's grammar, or a
+    search space of the sweeper's own (a mapping)."""
+    if isinstance(value, Mapping):
+        return True
+    return parse_override(f"{key}={value}").is_sweep_override()
 
 
 def _refuse_interval(override: Override) -> None:

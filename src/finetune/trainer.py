@@ -6,6 +6,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
@@ -21,12 +22,21 @@ def build_trainer(
             **kwargs, callbacks=callbacks or [], logger=logger, default_root_dir=str(run_dir)
         )
     except MisconfigurationException as error:
-        if _no_gpu_for(str(kwargs.get("accelerator")).lower()):
+        accelerator = kwargs.get("accelerator")
+        if _no_gpu_for(str(accelerator).lower()):
+            # the trainer's other settings (DDP's processes, ...) run on CPU processes too
+            ddp = " (trainer=ddp trainer.accelerator=cpu: DDP over CPU processes)"
             raise UserError(
-                f"trainer.accelerator={kwargs.get('accelerator')} but no GPU is usable here "
-                f"({_one_line(error)}): use trainer=cpu"
+                f"trainer.accelerator={accelerator} but no GPU is usable here "
+                f"({_one_line(error)}): use trainer=cpu, or add trainer.accelerator=cpu to keep "
+                f"the other trainer settings{ddp if 'ddp' in str(kwargs.get('strategy')) else ''}"
             ) from None
         raise UserError(f"trainer settings rejected by Lightning: {_one_line(error)}") from None
+    except ModuleNotFoundError as error:  # an accelerator or precision of an optional package
+        raise UserError(
+            f"trainer settings rejected by Lightning: {_one_line(error)} (an optional package "
+            "they need is not installed)"
+        ) from None
     except (TypeError, ValueError) as error:
         raise UserError(f"trainer settings rejected by Lightning: {_one_line(error)}") from None
 
@@ -43,3 +53,8 @@ def _no_gpu_for(accelerator: str) -> bool:
 
 def _one_line(error: Exception) -> str:
     return " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+
+
+def time_limit(trainer: L.Trainer) -> Timer | None:
+    """The Timer callback Lightning adds for trainer.max_time (None without a time limit)."""
+    return next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)

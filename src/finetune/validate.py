@@ -13,6 +13,7 @@ from finetune.data.kinds import check_kind
 from finetune.errors import UserError
 from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name
 from finetune.precision import AUTO, trainer_precisions
+from finetune.resume import resume_checkpoint
 from finetune.sweep import job_folders
 from finetune.value_rules import as_text_hint, check_rules, is_whole
 
@@ -109,16 +110,15 @@ def no_ckpt_there(path: Path) -> str:
 
 def check_inputs(cfg: DictConfig) -> None:
     """The file or folder a mode starts from (`ckpt`, `resume`, `predict.input`, mode=report's
-    `sweep`) is given and is there: said before the task imports torch (5 s) and before Hydra
-    makes a run folder."""
+    `sweep`) is given and is there (resume's a checkpoint, not a file cut short): said before
+    the task imports torch (5 s) and before Hydra makes a run folder."""
     if cfg.mode in CKPT_MODES:
         unset = f"ckpt is not set: add ckpt=path/to/best_model.pt (mode={cfg.mode})"
         _require(bool(cfg.ckpt), unset)
         ckpt = Path(str(cfg.ckpt)).expanduser()
         _require(ckpt.exists(), no_ckpt_there(ckpt))
-    if cfg.mode == "train" and cfg.resume:
-        resume = Path(str(cfg.resume)).expanduser()
-        _require(resume.exists(), f"resume={resume} does not exist (pass a .ckpt or a run folder)")
+    if cfg.mode == "train":
+        resume_checkpoint(cfg.resume)  # there, and a whole checkpoint archive (no torch)
     if cfg.mode == "predict":
         _require(
             bool(cfg.predict.input),

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 CURVE_METRICS = ("loss", "acc_mean", "map")
 CURVE_SPLITS = ("train", "val", "train_eval")
 PAD = 2  # pixels between ranked images
+TRAINING_TITLE = "training run of the checkpoint"
+Curves = dict[str, tuple[list[float], list[float]]]  # tag -> (epochs, values)
 
 
 def safe_name(name: str) -> str:
@@ -144,19 +146,21 @@ def pr_curves_figure(
     return figure
 
 
-def read_training_curves(tensorboard_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """{tag: (epochs, values)} of the curve tags, from the event files written by `fit`.
+def read_training_curves(tensorboard_dir: Path) -> Curves:
+    """{tag: (epochs, values)} of the curve tags, from the event files written by `fit` in
+    `tensorboard_dir` or below it (logger.tensorboard.version=<name> writes into <name>/).
 
-    Files without any train/* scalar hold the post-training validate/test passes, whose single
-    points would read as one more epoch: they are left out. Resumed runs add more fit files;
-    they are merged by step.
+    Files without any train/* scalar hold what is not an epoch of the fit (the run's HParams
+    entry, the post-training passes of older versions): they are left out. A run resumed in its
+    own folder adds more fit files; they are merged by step, in the order they were written.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     wanted = {f"{split}/{metric}" for split in CURVE_SPLITS for metric in CURVE_METRICS}
     by_step: dict[str, dict[int, float]] = {}
     epoch_of_step: dict[int, float] = {}
-    for events in sorted(Path(tensorboard_dir).glob("events.out.tfevents.*")):
+    found = Path(tensorboard_dir).rglob("events.out.tfevents.*")
+    for events in sorted(found, key=lambda path: path.name):  # the name starts with the time
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         tags = set(accumulator.Tags()["scalars"])
@@ -173,7 +177,7 @@ def read_training_curves(tensorboard_dir: Path) -> dict[str, tuple[list[float], 
     return curves
 
 
-def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -> Figure:
+def training_curves_figure(curves: Curves, title: str = TRAINING_TITLE) -> Figure:
     """Loss, mean class-wise accuracy and mAP per epoch, one line per split."""
     figure = Figure(figsize=(4 * len(CURVE_METRICS), 3.4), layout="constrained")
     epochs_logged = [epoch for epochs, _ in curves.values() for epoch in epochs]
@@ -192,5 +196,5 @@ def training_curves_figure(curves: dict[str, tuple[list[float], list[float]]]) -
             plain_log_axis(ax.yaxis)
         if ax.lines:
             ax.legend(fontsize=8)
-    figure.suptitle("training run of the checkpoint", fontsize=10)
+    figure.suptitle(title, fontsize=10)
     return figure

@@ -3,6 +3,7 @@ softmax_scores.pt, predictions.csv, rankings.json, the figures (PNG + TensorBoar
 per class, confusion matrix, PR curves, training curves), metrics.json and report.md."""
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from finetune.checkpoint import LoadedModel
 from finetune.data.datasets import ImageDataset
 from finetune.inference import PREDICTIONS_CSV
 from finetune.io import save_torch, write_csv, write_json, write_text
+from finetune.loggers import resumed_run
 from finetune.reports import eval_figures as figs
 from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
@@ -26,13 +28,54 @@ RANKINGS = "rankings.json"
 TOP_K = 10
 
 
-def _training_logs(loaded: LoadedModel) -> Path | None:
-    """The tensorboard/ folder of the run that wrote the checkpoint (.pt or checkpoints/*.ckpt)."""
-    for run in (loaded.path.parent, loaded.path.parent.parent):
-        folder = run / "tensorboard"
-        if any(folder.glob("events.out.tfevents.*")):
-            return folder
-    return None
+def _training_runs(loaded: LoadedModel) -> list[Path]:
+    """The run folders of the checkpoint's training, the first first: the run that wrote it (as
+    best_model.pt records its best epoch, <run>/checkpoints/*.ckpt: a copy elsewhere, such as a
+    sweep's winner, finds it too) and the runs it resumed, back to the first or to a gone one."""
+    recorded = loaded.metrics.get("best_checkpoint")
+    if recorded:
+        runs = [Path(recorded).parent.parent]
+    else:  # best_model.pt in its run folder, or a .ckpt in <run>/checkpoints/
+        runs = [loaded.path.parent.parent if loaded.path.suffix == ".ckpt" else loaded.path.parent]
+    earlier = resumed_run(runs[0], loaded.metrics or None)
+    while earlier is not None and earlier not in runs:
+        runs.append(earlier)
+        earlier = resumed_run(earlier, None) if earlier.is_dir() else None
+    return runs[::-1]
+
+
+def training_curves(loaded: LoadedModel) -> tuple[figs.Curves, str]:
+    """The curves of the checkpoint's training, joined across the runs it resumed (a later run's
+    epochs replace an earlier one's from its first on), and the figure's title: the epochs shown,
+    and whether earlier ones are missing (their run gone, or without TensorBoard logs)."""
+    joined: figs.Curves = {}
+    start, shown, missing = math.inf, 0, None
+    for run in reversed(_training_runs(loaded)):
+        curves = figs.read_training_curves(run / "tensorboard") if run.is_dir() else {}
+        if not curves:
+            missing = missing or (run if joined else None)
+            continue
+        for tag, (epochs, values) in curves.items():
+            kept = [i for i, epoch in enumerate(epochs) if epoch < start]
+            later = joined.get(tag, ([], []))
+            joined[tag] = (
+                [epochs[i] for i in kept] + later[0],
+                [values[i] for i in kept] + later[1],
+            )
+        start, shown = min([start, *(min(epochs) for epochs, _ in curves.values())]), shown + 1
+    if not joined:
+        return {}, ""
+    first, last = start, max(max(epochs) for epochs, _ in joined.values())
+    title = f"{figs.TRAINING_TITLE}: epoch{f's {first:g}-' if last > first else ' '}{last:g}"
+    if shown > 1:
+        title += f", over {shown} runs (each resumed the one before)"
+    if missing is not None:
+        why = "has no TensorBoard logs" if missing.is_dir() else "is gone"
+        log.info(
+            "the training curves start at epoch %g: %s, which it resumed, %s", first, missing, why
+        )
+        title += f" (not the earlier ones: the run it resumed {why})"
+    return joined, title
 
 
 def rankings(
@@ -90,15 +133,15 @@ def write_figures(
         sink.write("confusion_matrix", f"eval/{split}/confusion_matrix", figure)
         figure = figs.pr_curves_figure(labels, scores.numpy(), names, ap)
         sink.write("pr_curves", f"eval/{split}/pr_curves", figure)
-        logs = _training_logs(loaded)
-        curves = figs.read_training_curves(logs) if logs else {}
+        curves, title = training_curves(loaded)
         if curves:
-            figure = figs.training_curves_figure(curves)
+            figure = figs.training_curves_figure(curves, title)
             sink.write("training_curves", "eval/training_curves", figure)
         else:
             log.info(  # logger=csv or mlflow runs have their curves elsewhere
-                "no TensorBoard logs beside %s (the figure reads logger=tensorboard's): "
-                "no training-curve figure",
+                "no TensorBoard logs in %s, the training run of %s (the figure reads "
+                "logger=tensorboard's): no training-curve figure",
+                _training_runs(loaded)[-1] / "tensorboard",
                 loaded.path,
             )
     finally:

@@ -1,13 +1,16 @@
 """mode=train: fit, select the best epoch on the validation metric, test it, export it.
 
 The numeric setting (trainer.precision, model.channels_last: `auto` by default) is resolved once
-here, before the model and the Trainer are built (finetune.precision). The selected epoch is
-measured again with the arithmetic of evaluation (inference.precision, float32 by default), so
-that metrics.json's figures are the ones a later mode=eval of best_model.pt gives.
+here, before the model and the Trainer are built (finetune.precision). The Trainer is built
+before the data is read, so that settings Lightning refuses are said first. The selected epoch is
+measured again with the arithmetic of evaluation (finetune.selected_epoch: inference.precision,
+float32 by default), so that metrics.json's figures are the ones a later mode=eval of
+best_model.pt gives.
 """
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +23,37 @@ from finetune.callbacks import training_callbacks
 from finetune.checkpoint import export_best_model
 from finetune.data.datamodule import MANIFEST, ImageDataModule, data_root
 from finetune.errors import UserError, WeightsUnavailable
-from finetune.inference import process_flags_restored, scoring_settings
 from finetune.io import write_json
-from finetune.loggers import training_loggers
+from finetune.loggers import log_hparams_session, training_loggers
 from finetune.model import ImageClassifier
 from finetune.precision import resolve_numerics
 from finetune.resume import (
     RESUMED_KEYS,
     check_resumed_classes,
     ctrl_c_says_how_to_resume,
+    refuse_nothing_to_train,
+    refuse_spent_time_limit,
     resume_checkpoint,
     resumed_settings,
 )
+from finetune.selected_epoch import how_the_fit_ended, measure_again
 from finetune.tasks import run_folder
-from finetune.trainer import build_trainer
+from finetune.trainer import build_trainer, time_limit
 
 log = logging.getLogger(__name__)
 
 BEST_MODEL = "best_model.pt"
 METRICS = "metrics.json"
-
-
-def _monitored(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
+# Lightning's warning on resuming a run that had trainer.max_time without one
+_NO_TIMER = (
+    r"Be aware that when using `ckpt_path`, .* Please add the following callbacks: \['Timer'\]"
+)
 
 
 @rank_zero_only
 def _phase(step: int, message: str) -> None:
     """One console line per phase of the run (rank 0 only: every DDP rank runs the same)."""
     log.info("[%d/3] %s", step, message)
-
-
-def judge_config(cfg: DictConfig) -> DictConfig:
-    """The training config with the arithmetic of evaluation (finetune.inference): the figures
-    of the selected epoch are then those a later mode=eval of best_model.pt reports."""
-    scoring = scoring_settings(cfg)
-    keys = ("precision", "deterministic", "benchmark")
-    return OmegaConf.merge(cfg, {"trainer": {key: scoring[key] for key in keys}})
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -72,11 +69,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume:
         resumed = resumed_settings(resume, settings)
         epochs_done = resumed["epochs_done"]
+        refuse_nothing_to_train(resume, epochs_done, cfg.trainer.max_epochs)
         settings = {group: resumed[group] for group in RESUMED_KEYS}
         data_cfg = settings["data"]
         earlier = resume.parent.parent / MANIFEST
         if not data_cfg["manifest"] and earlier.is_file():
             data_cfg["manifest"] = str(earlier)
+    # The Trainer first: what Lightning refuses (an accelerator that is not there, a strategy
+    # or precision it cannot run) is said before the data is read (minutes of decoding on a
+    # large set) and before split.csv and the loggers' files (an empty TensorBoard run) exist.
+    callbacks = training_callbacks(cfg, run_dir, logged=bool(cfg.get("logger")))
+    trainer = build_trainer(cfg, run_dir, callbacks.all)
+    if resume:
+        refuse_spent_time_limit(resume, resumed, time_limit(trainer))
     datamodule = ImageDataModule(data_cfg, cfg.seed, run_dir, cfg.train_eval_images)
     if resume:
         check_resumed_classes(resume, resumed, datamodule.class_names)
@@ -87,14 +92,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _phase(1, f"data: reading and splitting {datamodule.root}")
     datamodule.setup("fit")  # the decode check and the split now; fit reuses them
     sizes = {name: len(dataset) for name, dataset in datamodule.datasets.items()}
-    loggers = training_loggers(cfg, run_dir)
-    callbacks = training_callbacks(cfg, run_dir, logged=bool(loggers))
-    trainer = build_trainer(cfg, run_dir, callbacks.all, loggers)
+    trainer.loggers = training_loggers(cfg, run_dir)  # one per `logger` entry (see `logged`)
     epochs = cfg.trainer.max_epochs
     if epochs is None or epochs < 0:  # -1: no epoch limit
         length = "until trainer.max_steps or trainer.max_time"
     elif resume:
-        length = f"{max(epochs - epochs_done, 0)} more epoch(s) of {epochs}"
+        length = f"{epochs - epochs_done} more epoch(s) of {epochs}"
     else:
         length = f"{epochs} epoch(s)"
     _phase(
@@ -104,7 +107,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     try:
-        with ctrl_c_says_how_to_resume(run_dir, resume):
+        with ctrl_c_says_how_to_resume(run_dir, resume), warnings.catch_warnings():
+            # resumed without trainer.max_time, the earlier run's Timer state has no limit to
+            # count against (Lightning asks for the callback all the same)
+            warnings.filterwarnings("ignore", _NO_TIMER, UserWarning)
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     except MisconfigurationException as error:  # e.g. a class name in monitor= that is not there
         raise UserError(f"Lightning stopped the run: {str(error).splitlines()[0][:300]}") from None
@@ -121,21 +127,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         f"measuring the best epoch ({best_epoch}) again on val"
         + (f" and testing it on {sizes['test']:,} images" if sizes["test"] else ""),
     )
-    # The selected epoch, measured again: full val (and test) figures of exactly these weights,
-    # in the arithmetic of evaluation. A trainer without logger, so that the TensorBoard curves
-    # keep one point per epoch.
-    judged = judge_config(cfg)
-    full_float32 = judged.trainer.precision == "32-true"
-    with ctrl_c_says_how_to_resume(run_dir, resume), process_flags_restored(full_float32):
-        judge = build_trainer(judged, run_dir, callbacks=callbacks.progress, logger=False)
-        judge.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        val = _monitored(judge.callback_metrics, "val/") | _monitored(
-            judge.callback_metrics, "train_eval/"
-        )
-        test: dict[str, float] = {}
-        if len(datamodule.datasets["test"]):
-            judge.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-            test = _monitored(judge.callback_metrics, "test/")
+    val, test, judged = measure_again(
+        cfg, model, datamodule, best, callbacks.progress, run_dir, resume
+    )
     results = {
         "monitor": {
             "name": cfg.monitor,
@@ -144,11 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         },
         "best_checkpoint": str(best),
         "best_epoch": best_epoch,
-        "epochs_run": trainer.current_epoch,
-        "stopped_early": any(
-            getattr(callback, "stopped_epoch", 0) > 0
-            for callback in trainer.early_stopping_callbacks
-        ),
+        **how_the_fit_ended(trainer),
         "resumed_from": None if resume is None else str(resume),
         "world_size": trainer.world_size,
         "skipped_images": len(datamodule.skipped),
@@ -163,6 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if trainer.is_global_zero:
+        log_hparams_session(trainer.loggers, cfg, settings, results)
         export_best_model(best, run_dir / BEST_MODEL, results, datamodule.manifest_path)
         write_json(run_dir / METRICS, results)
         log.info(
