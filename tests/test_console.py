@@ -145,17 +145,28 @@ def test_ranks_other_than_zero_say_only_warnings(fresh_filters, monkeypatch):
 
     root, collect = logging.getLogger(), Collect()
     root.addHandler(collect)
-    said = logging.getLogger("finetune.precision")
-    monkeypatch.setattr(said, "level", logging.INFO)
+    said, lightning = (
+        logging.getLogger("finetune.precision"),
+        logging.getLogger("lightning.pytorch"),
+    )
+    for logger in (said, lightning):
+        monkeypatch.setattr(logger, "level", logging.INFO)
     try:
         quiet_console()
         for rank in (0, 1):
             monkeypatch.setattr(rank_zero_only, "rank", rank)
             said.info("numerics on rank %d", rank)
             said.warning("a warning on rank %d", rank)
+            lightning.info("Initializing distributed: GLOBAL_RANK: %d", rank)
     finally:
         root.removeHandler(collect)
-    assert collect.messages == ["numerics on rank 0", "a warning on rank 0", "a warning on rank 1"]
+    assert collect.messages == [
+        "numerics on rank 0",
+        "a warning on rank 0",
+        "Initializing distributed: GLOBAL_RANK: 0",
+        "a warning on rank 1",
+        "Initializing distributed: GLOBAL_RANK: 1",  # Lightning's lines are as Lightning logs
+    ]
 
 
 def test_help_into_a_closed_pipe_ends_without_a_traceback(tmp_path):

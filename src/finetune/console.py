@@ -108,13 +108,16 @@ class _NotOnConsole(logging.Filter):
 
 class _RankZeroInfo(logging.Filter):
     """Under DDP every rank runs the whole command (Lightning starts the others as copies of
-    it): the ranks other than 0 say only warnings and errors, as Lightning's rank_zero_info
-    does, not the same progress lines once per rank."""
+    it): on the ranks other than 0 this package says only warnings and errors, as Lightning's
+    rank_zero_info does, not its progress lines once per rank. Lightning's own lines are as
+    Lightning logs them (each rank says it joined: "GLOBAL_RANK: 1, MEMBER: 2/2")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith("finetune"):
+            return True
         from lightning.fabric.utilities.rank_zero import rank_zero_only  # imported by the task
 
-        return record.levelno >= logging.WARNING or getattr(rank_zero_only, "rank", 0) == 0
+        return getattr(rank_zero_only, "rank", 0) == 0
 
 
 # `lightning` always gets a console handler of its own when imported; `lightning.pytorch` and
