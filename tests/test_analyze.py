@@ -239,12 +239,14 @@ def test_spectrum_plot_pairs_lines_and_shows_single_points():
 
 
 def test_imagenet_folder_flat_in_synset_folders_or_mixed(imagenet_root, tmp_path):
-    """Analysis needs no labels: the images directly inside the folder and in its (synset)
-    sub-folders are all read, in sorted order; hidden files and folders are not."""
+    """Analysis needs no labels: the images directly inside the folder and in its synset
+    folders (links too) are all read, in sorted order; hidden files and folders are not, nor a
+    parent folder's train/."""
     import shutil
 
     from finetune.data.imagenet_val import imagenet_items
     from finetune.data.samples import imagenet_sample
+    from finetune.errors import UserError
 
     files = sorted(imagenet_root.iterdir())
     root = tmp_path / "val"
@@ -262,6 +264,15 @@ def test_imagenet_folder_flat_in_synset_folders_or_mixed(imagenet_root, tmp_path
         (root / name).rename(root / "n01440761" / name)
     items, _ = imagenet_items(root)
     assert len(items) == 6 and all(item.startswith("n0144076") for item in items)
+    (root / "n01440761").rename(tmp_path / "elsewhere")  # a synset folder that is a link
+    (root / "n01440761").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert imagenet_items(root)[0] == items
+    parent = tmp_path / "imagenet"  # the folder above val/ and train/: not a validation folder
+    (parent / "train" / "n01440760").mkdir(parents=True)
+    shutil.copy(files[0], parent / "train" / "n01440760" / "n01440760_1.JPEG")
+    shutil.copytree(root, parent / "val", symlinks=True)
+    with pytest.raises(UserError, match=r"holds no images .* in synset folders .* not a synset"):
+        imagenet_items(parent)
     transform = eval_transform(32, 32, [0.5] * 3, [0.25] * 3)
     sample = imagenet_sample(root, transform, count=4, seed=0)
     assert len(sample) == 4 and set(sample.items) <= set(items)

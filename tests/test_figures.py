@@ -225,6 +225,12 @@ def test_eval_finds_the_training_curves_from_what_the_checkpoint_records(tmp_pat
     assert curves["train/loss"] == ([0, 1], [1.0, 2.0])
     assert title == "training run of the checkpoint: epochs 0-1"
 
+    moved = tmp_path / "moved"  # a run folder moved after training: its record names the old
+    write_fit_logs(moved / "tensorboard", range(1), 5.0)
+    gone = str(tmp_path / "was-here" / "checkpoints" / "epoch000.ckpt")
+    curves, _ = training_curves(loaded(moved / "best_model.pt", best_checkpoint=gone))
+    assert curves["train/loss"] == ([0], [5.0])
+
     write_fit_logs(tmp_path / "versioned" / "tensorboard" / "v1", range(1), 1.0)
     curves, title = training_curves(loaded(tmp_path / "versioned" / "best_model.pt"))
     assert curves["val/map"] == ([0], [0.5]) and title.endswith("epoch 0")

@@ -257,3 +257,16 @@ def test_a_run_has_an_hparams_entry_with_its_settings_and_final_figures(tmp_path
         "best/test/acc_mean": [0.375],
     }
     assert read_training_curves(folder) == {}  # no epoch of the fit: not a training curve
+
+
+def test_the_run_a_stopped_run_resumed_is_read_as_hydra_reads_its_command_line(tmp_path):
+    """A run stopped with Ctrl-C has no metrics.json: the run it resumed comes from its
+    resume= override, quoted where the path needs it (a space), as the resume hint writes it."""
+    from finetune.loggers import resumed_run
+
+    first = tmp_path / "my runs" / "first"
+    first.mkdir(parents=True)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(f"- resume='{first}'\n- optimizer.lr=0.1\n")
+    assert resumed_run(run, None) == first

@@ -568,6 +568,28 @@ def test_a_second_report_process_on_one_sweep_is_refused(report_sweep, tmp_path)
     assert not lock.exists()
 
 
+def test_the_report_lock_is_taken_without_hard_links_and_a_lock_of_its_own_pid_is_stale(
+    report_sweep, tmp_path, monkeypatch
+):
+    """A file system without hard links (vfat, some network mounts) still gets its lock; a lock
+    that names this very process was left by a killed report whose pid came round again (a
+    container's pid 1): stale, not 'another report'."""
+    from finetune.reports import report_steps
+
+    sweep = copy_of(report_sweep, tmp_path)
+    lock = sweep / "report/.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+
+    def no_links(*_):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(report_steps.os, "link", no_links)
+    held = []
+    with report_steps.report_lock(sweep):
+        held.append(json.loads(lock.read_text()))
+    assert held == [{"pid": os.getpid(), "host": socket.gethostname()}] and not lock.exists()
+
+
 STEP_CHILD = """
 import os, signal, sys, time
 from pathlib import Path

@@ -87,12 +87,16 @@ def test_a_checkpoint_that_cannot_be_resumed_is_said_before_the_run_folder(user_
         (run / "checkpoints").mkdir(parents=True)
         (run / "checkpoints" / "epoch001.ckpt").write_bytes(whole.read_bytes())
     (damaged / "checkpoints" / "last.ckpt").write_bytes(cut.read_bytes())
+    sharded = user_folder / "sharded"  # folders named .ckpt (DeepSpeed's): not this package's
+    for name in ("last.ckpt", "epoch001.ckpt"):
+        (sharded / "checkpoints" / name).mkdir(parents=True)
     intact = "the best epoch's checkpoint beside it is intact: resume={}/checkpoints/epoch001.ckpt"
     cases = [
         (stopped, ["resume=stopped holds no checkpoint", "stopped before its first epoch ended"]),
         (cut, ["resume=cut.ckpt is not a Lightning checkpoint file: it is cut short"]),
         (damaged, ["damaged/checkpoints/last.ckpt", "cut short", intact.format("damaged")]),
         (lost, ["resume=lost has no checkpoints/last.ckpt", intact.format("lost")]),
+        (sharded, ["resume=sharded holds no checkpoint"]),
     ]
     for number, (resume, words) in enumerate(cases):
         run_dir = user_folder / f"run{number}"
@@ -186,3 +190,23 @@ def test_metrics_say_why_training_stopped_and_a_resume_without_its_time_limit_is
     assert (resumed["stopped_by"], resumed["last_epoch_partial"]) == ("max_epochs", False)
     saved = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert saved["stopped_by"] == "max_epochs" and saved["epochs_run"] == 3
+
+
+def test_early_stopping_at_the_first_epoch_is_said_as_early_stopping(tmp_path, scene_root):
+    """A loss that is not finite stops the fit at epoch 0, where Lightning's stopped_epoch is 0:
+    metrics.json still says early stopping ended it."""
+    results = train_in_process(
+        tmp_path / "run",
+        f"data.root={scene_root}",
+        *SCENE,
+        *TINY,
+        "train_eval_images=0",
+        "trainer.limit_train_batches=2",
+        "trainer.max_epochs=3",
+        "optimizer.lr=1e30",  # the loss is NaN after the first step
+        "monitor=val/loss",
+        "monitor_mode=min",
+        "early_stopping.patience=2",
+    )
+    assert (results["stopped_by"], results["stopped_early"]) == ("early_stopping", True)
+    assert results["epochs_run"] == 1  # Lightning counts the epoch it stopped in

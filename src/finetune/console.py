@@ -6,6 +6,7 @@ still shows; `extra=FILE_ONLY` puts a record in the log file only.
 
 import logging
 import re
+import sys
 import warnings
 
 # `extra=` of a record that belongs in the run's log file but not on the console.
@@ -115,9 +116,9 @@ class _RankZeroInfo(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING or not record.name.startswith("finetune"):
             return True
-        from lightning.fabric.utilities.rank_zero import rank_zero_only  # imported by the task
-
-        return getattr(rank_zero_only, "rank", 0) == 0
+        # no DDP without Lightning: a task that has not imported it (mode=report) is rank 0
+        rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+        return rank_zero is None or getattr(rank_zero.rank_zero_only, "rank", 0) == 0
 
 
 # `lightning` always gets a console handler of its own when imported; `lightning.pytorch` and

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import UserError
 from finetune.io import user_path
+from finetune.overrides import parse_override
 
 
 def _folder(run_dir: Path) -> str:
@@ -114,13 +115,13 @@ def run_hparams(cfg: DictConfig, settings: Mapping[str, Any]) -> dict[str, Any]:
     used.update({group: settings[group] for group in SETTINGS_GROUPS if group in settings})
     hparams = {key: _value(used, key) for key in MAIN_KEYS}
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    for override in overrides:
-        key, _, text = override.lstrip("+").partition("=")
-        key = key.split("@")[0]
-        if override.startswith("~") or key.split(".")[0].split("/")[0] == "hydra":
+    for override in map(parse_override, overrides):
+        key = override.key_or_group
+        if override.is_delete() or key.split(".")[0].split("/")[0] == "hydra":
             continue
-        value = _value(used, key)
-        hparams[key] = text if value is None or isinstance(value, Mapping) else value
+        value = _value(used, override.package or key)  # +optimizer@foo=adamw: at foo
+        named = f"{key}@{override.package}" if override.package else key
+        hparams[named] = override.value() if value is None or isinstance(value, Mapping) else value
     return {key: _shown(value) for key, value in hparams.items()}
 
 
@@ -162,13 +163,13 @@ def resumed_run(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
         else:
             recorded = hydra / "overrides.yaml"
             overrides = OmegaConf.load(recorded) if recorded.is_file() else []
-            given = [str(item).lstrip("+").partition("=") for item in overrides]
-            resume = next((value for key, _, value in given if key == "resume"), None)
+            given = [parse_override(str(item)) for item in overrides]  # quotes as Hydra reads
+            resume = next((str(o.value()) for o in given if o.key_or_group == "resume"), None)
         if resume in (None, "", "null"):
             return None
         path = Path(resume).expanduser()
         if not path.is_absolute() and (hydra / "hydra.yaml").is_file():
             path = Path(OmegaConf.load(hydra / "hydra.yaml").hydra.runtime.cwd) / path
-    except (OSError, ValueError, AttributeError):  # records edited or cut short: no earlier run
+    except (OSError, ValueError, AttributeError, UserError):  # records edited or cut short
         return None
     return path.parent.parent if path.suffix == ".ckpt" else path  # <run>/checkpoints/x.ckpt

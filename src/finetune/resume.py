@@ -67,6 +67,8 @@ def _damage(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             whole = any(name.endswith("/data.pkl") for name in archive.namelist())
+    except OSError as error:  # a folder (a sharded checkpoint, not this package's), no access
+        return f"it cannot be read as a file ({error.strerror or error})"
     except zipfile.BadZipFile as error:
         with path.open("rb") as handle:
             zipped = handle.read(4) == b"PK\x03\x04"

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import DictConfig, OmegaConf
 
 from finetune.inference import process_flags_restored, scoring_settings
@@ -68,7 +69,10 @@ def how_the_fit_ended(trainer: L.Trainer) -> dict[str, Any]:
     then of part of it (last_epoch_partial)."""
     timer = time_limit(trainer)
     remaining = None if timer is None else timer.time_remaining()  # Timer: trainer.max_time
-    if any(callback.stopped_epoch > 0 for callback in trainer.early_stopping_callbacks):
+    if any(  # stopped_epoch is 0 for a stop at epoch 0: the reason tells
+        callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        for callback in trainer.early_stopping_callbacks
+    ):
         stopped_by = "early_stopping"
     elif remaining is not None and remaining <= 0:
         stopped_by = "max_time"

@@ -32,11 +32,12 @@ def _training_runs(loaded: LoadedModel) -> list[Path]:
     """The run folders of the checkpoint's training, the first first: the run that wrote it (as
     best_model.pt records its best epoch, <run>/checkpoints/*.ckpt: a copy elsewhere, such as a
     sweep's winner, finds it too) and the runs it resumed, back to the first or to a gone one."""
+    beside = loaded.path.parent.parent if loaded.path.suffix == ".ckpt" else loaded.path.parent
     recorded = loaded.metrics.get("best_checkpoint")
-    if recorded:
-        runs = [Path(recorded).parent.parent]
-    else:  # best_model.pt in its run folder, or a .ckpt in <run>/checkpoints/
-        runs = [loaded.path.parent.parent if loaded.path.suffix == ".ckpt" else loaded.path.parent]
+    candidates = [Path(recorded).parent.parent, beside] if recorded else [beside]
+    # the recorded folder first; the one the file sits in when the run folder was moved
+    found = [run for run in candidates if any((run / "tensorboard").rglob("events.out.tfevents.*"))]
+    runs = found[:1] or candidates[:1]
     earlier = resumed_run(runs[0], loaded.metrics or None)
     while earlier is not None and earlier not in runs:
         runs.append(earlier)

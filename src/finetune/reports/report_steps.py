@@ -56,6 +56,8 @@ def _holder(lock: Path) -> str:
     pid, host = held.get("pid"), held.get("host")
     if not isinstance(pid, int):
         return ""  # unreadable: not a lock this package wrote
+    if pid == os.getpid() and host == socket.gethostname():  # a killed report's, pid reused
+        return ""
     if host != socket.gethostname():  # a shared folder: that process cannot be checked here
         return f"process {pid} on {host}"
     try:
@@ -65,6 +67,19 @@ def _holder(lock: Path) -> str:
     except PermissionError:  # another user's process
         pass
     return f"process {pid}"
+
+
+def _place(written: str, lock: Path) -> None:
+    """`written` under the name `lock`, FileExistsError if that is taken: a hard link (the lock
+    appears whole), or where the file system has none (vfat, some network and FUSE mounts) a
+    copy into a file created exclusively."""
+    try:
+        os.link(written, lock)
+    except FileExistsError:
+        raise
+    except OSError:
+        with open(lock, "x") as handle:
+            handle.write(Path(written).read_text())
 
 
 @contextmanager
@@ -81,7 +96,7 @@ def report_lock(sweep: Path) -> Iterator[None]:
             json.dump(mine, handle)
         while True:
             try:
-                os.link(name, lock)
+                _place(name, lock)
                 break
             except FileExistsError:
                 holder = _holder(lock)
