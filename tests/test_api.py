@@ -249,3 +249,18 @@ def test_a_users_hydra_callbacks_see_every_hook_of_a_run(tmp_path, monkeypatch):
     with pytest.raises(UserError):
         run(["mode=eval", "ckpt=notes.pt", "+hydra.callbacks.spy._target_=test_api.HookSpy"])
     assert HookSpy.called == ["on_run_start", "on_job_start", "on_job_end", "on_run_end"]
+
+
+def test_a_run_without_job_logging_gives_the_root_handlers_back_unfiltered(tmp_path, monkeypatch):
+    """With hydra/job_logging=none the run logs through the notebook's own root handler, and
+    the console set-up filters it: run() takes its filters off again."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    own = logging.StreamHandler()
+    logging.getLogger().addHandler(own)
+    try:
+        with pytest.raises(UserError):
+            run(["mode=eval", "ckpt=notes.pt", "hydra/job_logging=none", "hydra.run.dir=run"])
+        assert own.filters == []
+    finally:
+        logging.getLogger().removeHandler(own)

@@ -113,6 +113,7 @@ def _resumable(path: Path, scene_root: Path, epoch: int, callbacks: dict) -> Pat
     torch.save(
         {
             "epoch": epoch,
+            "global_step": 6 * (epoch + 1),  # six batches an epoch
             "optimizer_states": [],
             "loops": {},
             "callbacks": callbacks,
@@ -138,8 +139,14 @@ def _resumable(path: Path, scene_root: Path, epoch: int, callbacks: dict) -> Pat
             {"Timer": {"time_elapsed": {"train": 90.0}}},
             ["has trained for 0:01:30", "trainer.max_time limits the whole training"],
         ),
+        (
+            ["trainer.max_epochs=5", "trainer.max_steps=12"],
+            1,
+            {},
+            ["has trained 12 step(s)", "trainer.max_steps=12 counts from the start"],
+        ),
     ],
-    ids=["no-epoch-left", "no-time-left"],
+    ids=["no-epoch-left", "no-time-left", "no-step-left"],
 )
 def test_a_resumed_run_with_nothing_left_to_train_is_refused(
     user_folder, scene_root, overrides, epoch, callbacks, words

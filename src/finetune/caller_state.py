@@ -1,10 +1,11 @@
 """What a run changes in its process, given back as the caller had it: `run()` is called from a
 notebook, a script or a @hydra.main job that goes on afterwards.
 
-- logging: every logger's handlers, level, filters, `propagate` and `disabled` (the run's job
-  logging replaces the root's handlers and may disable existing loggers; the console set-up
-  takes Lightning's own handler away; loggers made during the run, Lightning's if the run
-  imported it, stay as the run left them). The run's handlers (its console and finetune.log) are
+- logging: every logger's handlers (and their filters), level, filters, `propagate` and
+  `disabled` (the run's job logging replaces the root's handlers and may disable existing
+  loggers; the console set-up takes Lightning's own handler away and adds filters to the root's
+  handlers; loggers made during the run, Lightning's if the run imported it, stay as the run
+  left them). The run's handlers (its console and finetune.log) are
   closed, so that the notebook's later lines do not go on into that log file. Hydra's logging
   set-up closes every open handler: a caller's file opened with mode "w" would never reopen
   (Python will not empty it again), so it goes on in mode "a", after its earlier lines, and a
@@ -63,6 +64,7 @@ def _logging_kept() -> Iterator[None]:
         if isinstance(logger, logging.Logger)
     }
     handlers_kept = {handler for handlers, *_ in kept.values() for handler in handlers}
+    handler_filters = {handler: list(handler.filters) for handler in handlers_kept}
     targets = {  # closing a MemoryHandler drops its target
         handler: handler.target
         for handler in handlers_kept
@@ -81,6 +83,7 @@ def _logging_kept() -> Iterator[None]:
             logger.propagate = propagate
             logger.disabled = disabled
         for handler in handlers_kept:
+            handler.filters[:] = handler_filters[handler]  # the console set-up adds its own
             if isinstance(handler, logging.FileHandler) and handler.mode == "w":
                 handler.mode = "a"  # reopened at its next line, after what it holds
         for handler, target in targets.items():

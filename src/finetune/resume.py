@@ -128,6 +128,7 @@ def resumed_settings(path: Path, settings: dict[str, dict[str, Any]]) -> dict[st
     resumed: dict[str, Any] = {
         "class_names": hparams["class_names"],
         "epochs_done": ckpt["epoch"] + 1,
+        "steps_done": ckpt.get("global_step", 0),
         "timer": ckpt.get("callbacks", {}).get("Timer"),
     }
     for group, keys in RESUMED_KEYS.items():
@@ -157,11 +158,18 @@ def ignored_when_resuming(key: str) -> bool:
     return taken is None or name in taken
 
 
-def refuse_nothing_to_train(path: Path, epochs_done: int, max_epochs: int | None) -> None:
-    """trainer.max_epochs counts the epochs from the start of the training, not from the
-    checkpoint. A resumed run that would train no epoch is refused rather than warned about:
+def refuse_nothing_to_train(path: Path, resumed: dict[str, Any], trainer: Any) -> None:
+    """trainer.max_epochs and trainer.max_steps count from the start of the training, not from
+    the checkpoint. A resumed run that would train nothing is refused rather than warned about:
     it would still write a best_model.pt and a metrics.json that look like a new training but
     hold the earlier run's, and a warning among the log lines is easily missed."""
+    epochs_done, max_epochs = resumed["epochs_done"], trainer.max_epochs
+    steps_done, max_steps = resumed["steps_done"], trainer.get("max_steps", -1)
+    if max_steps is not None and 0 <= max_steps <= steps_done:
+        raise UserError(
+            f"resume={path} has trained {steps_done} step(s) and trainer.max_steps={max_steps} "
+            f"counts from the start of the training: set it to more than {steps_done}, or -1"
+        )
     if max_epochs is not None and 0 <= max_epochs <= epochs_done:
         raise UserError(
             f"resume={path} has trained {epochs_done} epoch(s) and trainer.max_epochs="

@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume:
         resumed = resumed_settings(resume, settings)
         epochs_done = resumed["epochs_done"]
-        refuse_nothing_to_train(resume, epochs_done, cfg.trainer.max_epochs)
+        refuse_nothing_to_train(resume, resumed, cfg.trainer)
         settings = {group: resumed[group] for group in RESUMED_KEYS}
         data_cfg = settings["data"]
         earlier = resume.parent.parent / MANIFEST
