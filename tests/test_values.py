@@ -250,12 +250,11 @@ def test_a_missing_weights_file_names_the_accepted_values(tmp_path):
         assert word in str(raised.value)
 
 
-def test_an_archive_given_as_data_root_says_to_unpack_it(tmp_path):
-    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b")
+@pytest.mark.parametrize("name", ["cifar-10-python.tar.gz", "SCENES.ZIP"])
+def test_an_archive_given_as_data_root_says_to_unpack_it(tmp_path, name):
+    (tmp_path / name).write_bytes(b"\x1f\x8b")
     with pytest.raises(UserError, match="is an archive: unpack it"):
-        validate_config(
-            compose_config("data=cifar10", f"data.root={tmp_path / 'cifar-10-python.tar.gz'}")
-        )
+        validate_config(compose_config("data=cifar10", f"data.root={tmp_path / name}"))
 
 
 @pytest.mark.parametrize(

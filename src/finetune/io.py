@@ -28,6 +28,19 @@ def user_path(path: Path | str) -> str:
         return str(resolved)
 
 
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")  # what a download of a data set often still is
+
+
+def not_a_folder(setting: str, path: Path, what: str) -> str | None:
+    """Why `setting`=`path`, which must be a folder, is not one: an archive (to unpack) or
+    another file; None for a folder or nothing there (each caller words a missing one)."""
+    if path.is_file() and path.name.lower().endswith(ARCHIVES):
+        return f"{setting}={path} is an archive: unpack it and give the folder"
+    if path.is_file():
+        return f"{setting}={path} is a file, not {what}"
+    return None
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then move it into place.
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.data.kinds import check_kind
 from finetune.errors import UserError
+from finetune.io import not_a_folder
 from finetune.optim import OPTIMIZERS, SCHEDULERS, known_name
 from finetune.precision import AUTO, trainer_precisions
 from finetune.resume import resume_checkpoint
@@ -98,9 +99,8 @@ def _check_training_inputs(cfg: DictConfig) -> None:
         )
     if cfg.data.kind != "demo":
         root = Path(cfg.data.root).expanduser()
-        archive = root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar", ".zip"))
-        _require(not archive, f"data.root={root} is an archive: unpack it and give the folder")
-        _require(not root.is_file(), f"data.root={root} is a file, not a folder of class folders")
+        problem = not_a_folder("data.root", root, "a folder of class folders")
+        _require(problem is None, str(problem))
         _require(root.is_dir(), f"data folder {root} does not exist: set data.root=...")
 
 

@@ -17,6 +17,7 @@ from finetune.data.folder import FolderReader
 from finetune.data.imagenet_val import imagenet_items
 from finetune.data.sources import Listing, drop_unreadable, seeded_sample
 from finetune.errors import UserError
+from finetune.io import not_a_folder
 
 # the extra datasets: name, the analysis key of their folder, what that folder is
 EXTRA_DATASETS = (
@@ -27,8 +28,6 @@ EXTRA_DATASETS = (
     ),
     ("cifar10-test", "cifar_root", f"the {cifar10.FOLDER} folder"),
 )
-# what an archive of one of them is called; data.root's rule (finetune.validate) in the same words
-ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
@@ -41,11 +40,8 @@ def _enough(dataset: ImageDataset, what: str) -> ImageDataset:
 
 def _not_a_folder(key: str, root: Path, what: str) -> UserError:
     """Why analysis.<key>=<root>, which is not a folder, cannot be read."""
-    if root.is_file() and root.name.lower().endswith(ARCHIVES):
-        return UserError(f"analysis.{key}={root} is an archive: unpack it and give the folder")
-    if root.is_file():
-        return UserError(f"analysis.{key}={root} is a file, not a folder (it must be {what})")
-    return UserError(f"analysis.{key}={root} does not exist (it must be {what})")
+    problem = not_a_folder(f"analysis.{key}", root, f"a folder (it must be {what})")
+    return UserError(problem or f"analysis.{key}={root} does not exist (it must be {what})")
 
 
 def imagenet_sample(root: Path, transform: Callable, count: int, seed: int) -> ImageDataset:
