@@ -150,6 +150,11 @@ def log_hparams_session(
             logger.finalize("success")  # flushed and closed, as after the fit
 
 
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint sits in: <run>/checkpoints/x.ckpt, or <run>/best_model.pt."""
+    return checkpoint.parent.parent if checkpoint.suffix == ".ckpt" else checkpoint.parent
+
+
 def resumed_run(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
     """The run folder that the training in `run_dir` resumed: its `resumed_from` (from `metrics`,
     else its metrics.json), else the resume= of its command line (.hydra/overrides.yaml: a run
@@ -172,4 +177,4 @@ def resumed_run(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
             path = Path(OmegaConf.load(hydra / "hydra.yaml").hydra.runtime.cwd) / path
     except (OSError, ValueError, AttributeError, UserError):  # records edited or cut short
         return None
-    return path.parent.parent if path.suffix == ".ckpt" else path  # <run>/checkpoints/x.ckpt
+    return run_folder_of(path) if path.suffix == ".ckpt" else path

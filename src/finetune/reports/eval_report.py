@@ -13,7 +13,7 @@ from finetune.checkpoint import LoadedModel
 from finetune.data.datasets import ImageDataset
 from finetune.inference import PREDICTIONS_CSV
 from finetune.io import save_torch, write_csv, write_json, write_text
-from finetune.loggers import resumed_run
+from finetune.loggers import resumed_run, run_folder_of
 from finetune.reports import eval_figures as figs
 from finetune.reports.figures import FigureSink
 from finetune.reports.markdown import markdown_table
@@ -32,9 +32,9 @@ def _training_runs(loaded: LoadedModel) -> list[Path]:
     """The run folders of the checkpoint's training, the first first: the run that wrote it (as
     best_model.pt records its best epoch, <run>/checkpoints/*.ckpt: a copy elsewhere, such as a
     sweep's winner, finds it too) and the runs it resumed, back to the first or to a gone one."""
-    beside = loaded.path.parent.parent if loaded.path.suffix == ".ckpt" else loaded.path.parent
+    beside = run_folder_of(loaded.path)
     recorded = loaded.metrics.get("best_checkpoint")
-    candidates = [Path(recorded).parent.parent, beside] if recorded else [beside]
+    candidates = [run_folder_of(Path(recorded)), beside] if recorded else [beside]
     # the recorded folder first; the one the file sits in when the run folder was moved
     found = [run for run in candidates if any((run / "tensorboard").rglob("events.out.tfevents.*"))]
     runs = found[:1] or candidates[:1]
